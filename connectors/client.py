@@ -1,0 +1,215 @@
+"""Async HTTP client for every Image Recognition endpoint: Huawei Cloud or a self-hosted imgrec service.
+
+- Auth: AK/SK signing exactly as the official SDK, or an IAM token (refreshed once on an auth error).
+- Bounded connection pool and timeouts; retries by error class with tenacity: 429/APIG.0308, 5xx,
+  internal-error codes, timeouts and connection resets, with exponential backoff, full jitter and
+  Retry-After. Validation errors (4xx with an AIS code) are never retried.
+- Requests are validated before sending with the same `schemas` specs the service uses, so a bad parameter
+  never costs a call.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+import schemas
+from schemas.common import encoded_size
+from schemas.errors import ApiError
+
+from . import signer
+from .backend import CallResult, Limiter
+from .endpoints import Endpoints
+from .iam import TokenProvider
+
+log = logging.getLogger("imgrec.client")
+USER_AGENT = "imgrec/0.1"
+
+
+@dataclass
+class AkSk:
+    access_key: str
+    secret_key: str = field(repr=False)
+    project_id: str = ""
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+
+    def wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        backoff = min(self.max_delay, self.base_delay * 2 ** (state.attempt_number - 1))
+        delay = random.uniform(0, backoff)  # full jitter: many workers do not retry in lockstep
+        if retry_after is not None:
+            delay = max(delay, min(float(retry_after), self.max_delay * 3))
+        return delay
+
+
+class _Retryable(Exception):
+    """Internal wrapper so tenacity can see the Retry-After hint."""
+
+    def __init__(self, error: ApiError, retry_after: float | None = None):
+        super().__init__(str(error))
+        self.error = error
+        self.retry_after = retry_after
+
+
+def _transport_error(exc: Exception) -> ApiError:
+    kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
+    return ApiError(code=f"NET.{kind.upper()}", status=0, message=f"{kind} error: {type(exc).__name__}",
+                    retryable=True)
+
+
+class ApiClient:
+    """`await client.call("image_tagging", image=jpeg_bytes, threshold=50)` -> CallResult."""
+
+    name = "http"
+
+    def __init__(self, endpoints: Endpoints, *, aksk: AkSk | None = None, token: TokenProvider | None = None,
+                 project_id: str | None = None, concurrency: int = 10, timeout: float = 60.0,
+                 retry: RetryPolicy | None = None, limiter: Limiter | None = None, prevalidate: bool = True):
+        self.endpoints = endpoints
+        self._aksk = aksk
+        self._token = token
+        self.project_id = project_id or (aksk.project_id if aksk else None) or (token.project_id if token else None)
+        self.retry = retry or RetryPolicy()
+        self.limiter = limiter
+        self.prevalidate = prevalidate
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            follow_redirects=False,
+        )
+        self.retries = 0  # total retries performed, for run reports
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> "ApiClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    # ---------------------------------------------------------------------------------------- public
+    async def call(self, api: str, *, image: bytes | None = None, url: str | None = None,
+                   image_b64: str | None = None, **params: Any) -> CallResult:
+        spec = schemas.spec(api)
+        if image is not None:
+            if self.prevalidate:
+                schemas.common.inspect_image(image, spec.image)
+            elif encoded_size(len(image)) > spec.image.max_encoded_bytes:
+                raise ApiError.of("AIS.0020")
+            image_b64 = base64.b64encode(image).decode("ascii")
+        body = spec.body_for(image_b64=image_b64, url=url, **params)
+        spec.parse(body)  # the same validation the service runs: fail here, not after a round trip
+        path = spec.path.replace("{project_id}", self.project_id or "")
+        if spec.needs_project and not self.project_id:
+            raise ApiError.of("AIS.0011", "project_id is required for this endpoint")
+        payload = json.dumps(body).encode()
+        return await self._send_with_retries(api, path, payload)
+
+    async def _send_with_retries(self, api: str, path: str, payload: bytes) -> CallResult:
+        attempts = 0
+        rate_wait = 0.0
+        refreshed = False
+
+        async def attempt() -> CallResult:
+            nonlocal attempts, rate_wait, refreshed
+            attempts += 1
+            if self.limiter is not None:
+                rate_wait += await self.limiter.acquire()
+            try:
+                return await self._send_once(api, path, payload)
+            except ApiError as err:
+                if err.status == 401 and self._token is not None and not refreshed:
+                    refreshed = True  # one forced token refresh per call on an auth error
+                    await self._token.token(force_refresh=True)
+                    raise _Retryable(err) from None
+                if err.retryable:
+                    raise _Retryable(err, getattr(err, "retry_after", None)) from None
+                raise
+
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.retry.attempts), wait=self.retry.wait,
+                                 retry=retry_if_exception(lambda e: isinstance(e, _Retryable)), reraise=True)
+        try:
+            result: CallResult = await retrying(attempt)
+        except _Retryable as wrapped:
+            wrapped.error.attempts = attempts
+            self.retries += attempts - 1
+            raise wrapped.error from None
+        except ApiError as err:
+            err.attempts = attempts
+            self.retries += attempts - 1
+            raise
+        self.retries += attempts - 1
+        result.attempts = attempts
+        result.rate_wait_s = rate_wait
+        return result
+
+    async def _headers(self, path: str, payload: bytes) -> dict[str, str]:
+        parts = urlsplit(self.endpoints.image)
+        headers = {"Content-Type": "application/json;charset=UTF-8", "User-Agent": USER_AGENT,
+                   "Host": parts.netloc}
+        if self.project_id:
+            headers["X-Project-Id"] = self.project_id
+        if self._token is not None:
+            headers["X-Auth-Token"] = await self._token.token()
+        if self._aksk is not None:
+            headers = signer.sign("POST", path, headers, payload, self._aksk.access_key, self._aksk.secret_key)
+        return headers
+
+    async def _send_once(self, api: str, path: str, payload: bytes) -> CallResult:
+        headers = await self._headers(path, payload)
+        started = time.perf_counter()
+        try:
+            resp = await self._http.post(self.endpoints.url(path), content=payload, headers=headers)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
+        latency = time.perf_counter() - started
+        request_id = resp.headers.get("X-Request-Id", "")
+        try:
+            data = resp.json()
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+            data = None
+        if resp.status_code >= 300 or not isinstance(data, dict) or "result" not in data:
+            raise self._error_from(resp, data, request_id)
+        try:
+            model = schemas.response_model(api).model_validate(data)
+        except Exception:
+            raise ApiError(code="CLIENT.BAD_RESPONSE", status=resp.status_code,
+                           message="the response does not match the API contract", request_id=request_id,
+                           retryable=False) from None
+        return CallResult(api=api, response=model, latency_s=latency, request_id=request_id)
+
+    @staticmethod
+    def _error_from(resp: httpx.Response, data: Any, request_id: str) -> ApiError:
+        status = resp.status_code
+        if isinstance(data, dict) and "error_code" in data:
+            code, message = str(data["error_code"]), str(data.get("error_msg", ""))
+        elif status < 300:  # 2xx without a parsable result: a truncated or garbled body
+            code, message = "CLIENT.BAD_RESPONSE", "the response body is not valid JSON"
+            err = ApiError(code=code, status=status, message=message, request_id=request_id, retryable=True)
+            return err
+        else:
+            code, message = str(status), resp.text[:200]
+        err = ApiError(code=code, status=status, message=message, request_id=request_id)
+        retry_after = resp.headers.get("Retry-After")
+        if retry_after:
+            try:
+                err.retry_after = float(retry_after)  # type: ignore[attr-defined]
+            except ValueError:
+                pass
+        return err

@@ -1,0 +1,46 @@
+"""`imgrec serve` (the self-hosted API) and `imgrec run` (the catalog pipeline)."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .settings import Settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@app.callback()
+def _root() -> None:
+    """imgrec: self-hosted Huawei Image Recognition API and catalog-tagging pipeline."""
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Bind address (default from config, else 127.0.0.1)"),
+    port: int = typer.Option(None, help="Port (default from config, else 8080)"),
+    config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TOML config file"),
+    workers: int = typer.Option(None, help="Worker processes behind the one port"),
+    log_level: str = typer.Option("info"),
+) -> None:
+    """Run the wire-compatible Image Recognition API on uvicorn."""
+    import uvicorn
+
+    settings = Settings.load(config)
+    if settings.auth.token_secret is None:
+        # Every worker must verify every token: share one secret through the environment.
+        os.environ.setdefault("IMGREC_AUTH__TOKEN_SECRET", secrets.token_hex(32))
+    if not settings.credentials and not settings.users and settings.auth.enabled:
+        typer.echo("warning: no [[credentials]] or [[users]] configured: every API call will be refused", err=True)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    uvicorn.run("imgrec.service.app:create_app", factory=True, host=host or settings.service.host,
+                port=port or settings.service.port, workers=workers or settings.service.workers,
+                log_level=log_level, access_log=False)
+
+
+def main() -> None:  # pragma: no cover
+    app()

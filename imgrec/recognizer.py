@@ -1,0 +1,57 @@
+"""The shared execution path behind the HTTP service and the in-process backend.
+
+parsed request -> engine slot (AIS.0007 if none) -> input bytes (base64 / upload / URL fetch) -> header
+checks of the image against the endpoint's limits -> engine in a bounded thread pool -> response model.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import schemas
+from schemas.common import ParsedRequest, decode_base64, inspect_image
+from schemas.errors import ApiError
+
+from .engines import EngineRegistry
+from .service.urlfetch import UrlFetcher
+
+log = logging.getLogger("imgrec.recognizer")
+
+
+class Recognizer:
+    def __init__(self, settings, registry: EngineRegistry | None = None, threads: int | None = None):
+        self.settings = settings
+        self.registry = registry or EngineRegistry(settings)
+        fetch = settings.url_fetch
+        self.fetcher = UrlFetcher(fetch.allow, fetch.timeout_seconds, fetch.max_redirects)
+        self._pool = ThreadPoolExecutor(max_workers=threads or settings.service.engine_threads,
+                                        thread_name_prefix="engine")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def input_bytes(self, parsed: ParsedRequest) -> bytes:
+        spec = schemas.spec(parsed.api)
+        if parsed.image_bytes is not None:
+            return parsed.image_bytes
+        if parsed.image_b64 is not None:
+            return decode_base64(parsed.image_b64, spec.image)
+        assert parsed.url is not None
+        return await self.fetcher.fetch(parsed.url, spec.max_url_bytes)
+
+    async def execute(self, parsed: ParsedRequest) -> Any:
+        spec = schemas.spec(parsed.api)
+        engine = self.registry.get(parsed.api)  # refuse a disabled API before any I/O
+        data = await self.input_bytes(parsed)
+        if spec.image.formats:
+            inspect_image(data, spec.image)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, engine.run, data, parsed)
+        except ApiError:
+            raise
+        except Exception:
+            log.exception("engine %s failed", parsed.api)
+            raise ApiError.of("AIS.0505") from None

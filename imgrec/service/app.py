@@ -1,0 +1,206 @@
+"""The self-hosted Image Recognition service: the reference's 11 routes and IAM's token route on Starlette.
+
+Every response carries X-Request-Id; every failure is the reference's {"error_code", "error_msg"} body.
+Request bodies are read in chunks and refused (APIG.0201) as soon as they pass the size limit.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+import schemas
+from schemas.common import ApiSpec
+from schemas.errors import ApiError
+
+from ..engines.base import ImageOutput
+from ..recognizer import Recognizer
+from ..settings import Settings
+from .auth import Authenticator
+
+log = logging.getLogger("imgrec.service")
+MAX_JSON_DEPTH = 32
+
+
+class RequestIdMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware overhead): assigns the id and stamps it on the response."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def error_response(err: ApiError, request: Request | None = None) -> JSONResponse:
+    request_id = request.state.request_id if request is not None else ""
+    if err.code.startswith("AIP.05") or err.status >= 500:
+        log.error("request %s failed: %s", request_id, err)
+    else:
+        log.info("request %s refused: %s", request_id, err)
+    headers = {"Retry-After": "1"} if err.status == 429 else None
+    return JSONResponse(err.to_wire(), status_code=err.status, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError.of("APIG.0201", f"declared {declared} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError.of("APIG.0201", "body over the limit while streaming")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_JSON_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def parse_json(body: bytes) -> Any:
+    if not body.strip():
+        raise ApiError.of("AIS.0011", "empty body")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ApiError.of("AIS.0014") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise ApiError.of("AIS.0014", "JSON nested too deeply")
+    return data
+
+
+async def parse_form(request: Request, body: bytes, limit: int) -> tuple[dict[str, Any], bytes | None]:
+    async def replay():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=16, max_part_size=limit)
+    except Exception:
+        raise ApiError.of("AIS.0014", "malformed multipart body") from None
+    fields: dict[str, Any] = {}
+    file_bytes = None
+    for key, value in form.multi_items():
+        if hasattr(value, "read"):
+            if key != "file":
+                raise ApiError.of("AIS.0012", f"unexpected file field {key}")
+            file_bytes = await value.read()
+        else:
+            fields[key] = value
+    return fields, file_bytes
+
+
+class ImageRecognitionService:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.auth = Authenticator(settings)
+        self.recognizer = Recognizer(settings)
+        self.limit = settings.service.max_body_bytes
+        self.started = time.time()
+
+    def routes(self) -> list[Route]:
+        routes = [Route(spec.path, self._handler(spec), methods=["POST"]) for spec in schemas.SPECS.values()]
+        routes += [
+            Route("/v3/auth/tokens", self.tokens, methods=["POST"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/ready", self.ready, methods=["GET"]),
+        ]
+        return routes
+
+    async def tokens(self, request: Request) -> Response:
+        try:
+            body = parse_json(await read_body(request, 1024 * 1024))
+            token, payload = self.auth.issue_token(body)
+        except ApiError as err:
+            return error_response(err, request)
+        return JSONResponse(payload, status_code=201, headers={"X-Subject-Token": token})
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "uptime_s": round(time.time() - self.started, 1)})
+
+    async def ready(self, request: Request) -> Response:
+        registry = self.recognizer.registry
+        return JSONResponse({"status": "ready", "engines": {name: registry.enabled(name) for name in schemas.SPECS}})
+
+    def _handler(self, spec: ApiSpec):
+        async def handle(request: Request) -> Response:
+            try:
+                return await self._handle(spec, request)
+            except ApiError as err:
+                return error_response(err, request)
+            except Exception:
+                log.exception("request %s: unexpected failure", request.state.request_id)
+                return error_response(ApiError.of("AIP.0500"), request)
+
+        handle.__name__ = spec.name
+        return handle
+
+    async def _handle(self, spec: ApiSpec, request: Request) -> Response:
+        body = await read_body(request, self.limit)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]}
+        raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+        identity = self.auth.authenticate("POST", raw_path, list(request.query_params.multi_items()), headers, body)
+        self.auth.authorize_project(identity, request.path_params.get("project_id"))
+        content_type = headers.get("content-type", "")
+        file_upload = content_type.startswith("multipart/form-data")
+        if file_upload:
+            if spec.input != "image_or_file":
+                raise ApiError.of("AIS.0014", "this endpoint takes a JSON body")
+            fields, file_bytes = await parse_form(request, body, self.limit)
+            parsed = spec.parse(fields, file_bytes=file_bytes, from_form=True)
+        else:
+            parsed = spec.parse(parse_json(body))
+        result = await self.recognizer.execute(parsed)
+        if isinstance(result, ImageOutput):
+            if file_upload:  # "on success the image file's bytes are returned"
+                return Response(result.data, media_type=result.media_type)
+            return JSONResponse({"result": base64.b64encode(result.data).decode("ascii")})
+        return Response(json.dumps(result.to_wire(), ensure_ascii=False).encode(), media_type="application/json")
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return error_response(ApiError.of("APIG.0101", request.url.path), request)
+
+
+async def method_not_allowed(request: Request, exc: Exception) -> Response:
+    return error_response(ApiError.of("AIS.0013", request.method), request)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.load()
+    service = ImageRecognitionService(settings)
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        service.recognizer.close()
+
+    app = Starlette(routes=service.routes(), exception_handlers={404: not_found, 405: method_not_allowed},
+                    lifespan=lifespan)
+    app.state.service = service
+    return RequestIdMiddleware(app)  # type: ignore[return-value]

@@ -1,0 +1,136 @@
+"""Who may call the service: AK/SK signatures, or IAM-style tokens issued by POST /v3/auth/tokens.
+
+Tokens are stateless: base64url(JSON claims) + "." + HMAC-SHA256 over it with the service's token secret,
+so any worker process verifies any token. The claims carry the project the token is scoped to.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Mapping
+
+from connectors import signer
+from schemas.errors import ApiError
+
+TOKEN_PREFIX = "IMGREC."
+
+
+@dataclass(frozen=True)
+class Identity:
+    kind: str  # "aksk" | "token"
+    principal: str  # access key or user name, never a secret
+    project_id: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Authenticator:
+    def __init__(self, settings):
+        auth = settings.auth
+        self.enabled = auth.enabled
+        secret = auth.token_secret.get_secret_value() if auth.token_secret else secrets.token_hex(32)
+        self._token_key = secret.encode()
+        self.token_ttl = auth.token_ttl_seconds
+        self.max_skew = auth.max_clock_skew_seconds
+        self._keys = {c.access_key: c for c in settings.credentials}
+        self._users = {(u.domain, u.name): u for u in settings.users}
+
+    # ------------------------------------------------------------------------------------------ tokens
+    def issue_token(self, body: object) -> tuple[str, dict]:
+        """Validate an IAM password-auth body; return (token, response body). Raise ApiError(401)."""
+        try:
+            identity = body["auth"]["identity"]  # type: ignore[index]
+            if "password" not in identity.get("methods", []):
+                raise KeyError("methods")
+            user = identity["password"]["user"]
+            domain = user["domain"]["name"] if "name" in user["domain"] else user["domain"]["id"]
+            name, password = user["name"], user["password"]
+            scope = body["auth"].get("scope", {}).get("project", {})  # type: ignore[union-attr]
+        except (KeyError, TypeError, AttributeError):
+            raise ApiError(code="IAM.0001", status=400, message="The request body is invalid.",
+                           retryable=False) from None
+        known = self._users.get((domain, name))
+        if known is None or not hmac.compare_digest(known.password.get_secret_value().encode(),
+                                                     str(password).encode()):
+            raise ApiError(code="IAM.0004", status=401, message="The username or password is wrong.",
+                           retryable=False)
+        wanted_id, wanted_name = scope.get("id"), scope.get("name")
+        if (wanted_id and wanted_id != known.project_id) or (wanted_name and wanted_name != known.project_name):
+            raise ApiError(code="IAM.0031", status=401, message="The user has no access to the project.",
+                           retryable=False)
+        if not (wanted_id or wanted_name):
+            raise ApiError(code="AIS.0026", status=400, retryable=False)  # a project-scoped token is required
+        now = time.time()
+        expires = now + self.token_ttl
+        claims = {"u": name, "d": domain, "p": known.project_id, "iat": int(now), "exp": int(expires),
+                  "n": secrets.token_hex(8)}
+        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+        token = TOKEN_PREFIX + payload + "." + _b64(hmac.new(self._token_key, payload.encode(), hashlib.sha256).digest())
+        iso = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"  # noqa: E731
+        response = {"token": {
+            "expires_at": iso(expires), "issued_at": iso(now), "methods": ["password"],
+            "project": {"id": known.project_id, "name": known.project_name, "domain": {"name": domain}},
+            "user": {"name": name, "domain": {"name": domain}},
+            "catalog": [],
+        }}
+        return token, response
+
+    def _verify_token(self, token: str) -> Identity:
+        if not token.startswith(TOKEN_PREFIX) or token.count(".") != 2:
+            raise ApiError.of("APIG.0301", "malformed token")
+        payload, _, mac = token[len(TOKEN_PREFIX):].partition(".")
+        expected = _b64(hmac.new(self._token_key, payload.encode(), hashlib.sha256).digest())
+        if not hmac.compare_digest(expected, mac):
+            raise ApiError.of("APIG.0301", "token signature invalid")
+        try:
+            claims = json.loads(_unb64(payload))
+        except ValueError:
+            raise ApiError.of("APIG.0301", "token payload invalid") from None
+        if claims.get("exp", 0) < time.time():
+            raise ApiError.of("APIG.0301", "token expired")
+        if (claims.get("d"), claims.get("u")) not in self._users:
+            raise ApiError.of("APIG.0301", "token user no longer configured")
+        return Identity("token", claims["u"], claims["p"])
+
+    # ------------------------------------------------------------------------------------------ requests
+    def authenticate(self, method: str, path: str, query: list[tuple[str, str]], headers: Mapping[str, str],
+                     body: bytes) -> Identity | None:
+        """Return the caller's identity, or raise ApiError (APIG.0301, 401). None when auth is off."""
+        if not self.enabled:
+            return None
+        token = headers.get("x-auth-token")
+        if token:
+            return self._verify_token(token)
+        authorization = headers.get("authorization")
+        if not authorization:
+            raise ApiError.of("APIG.0301", "no credentials")
+        try:
+            parsed = signer.parse_authorization(authorization)
+            credential = self._keys.get(parsed.access_key)
+            if credential is None:
+                raise signer.SignatureError("unknown access key")
+            signer.verify(method, path, query, headers, body, credential.secret_key.get_secret_value(), parsed,
+                          self.max_skew)
+        except signer.SignatureError as exc:
+            raise ApiError.of("APIG.0301", str(exc)) from None
+        return Identity("aksk", credential.access_key, credential.project_id)
+
+    @staticmethod
+    def authorize_project(identity: Identity | None, path_project: str | None) -> None:
+        """A credential or token works only on its own project's paths."""
+        if identity is None or path_project is None:
+            return
+        if identity.project_id != path_project:
+            raise ApiError.of("AIP.0003", "the project in the path does not belong to this credential")

@@ -1,0 +1,97 @@
+"""Fetching `url` inputs for the service, with an allow-list, size and time caps.
+
+Every hop (redirects are followed by hand, at most `max_redirects`) is checked: scheme http/https; the host's
+resolved addresses must all be public, unless "host:port" or "host" is listed in `[url_fetch] allow`; a
+listed "*" admits public hosts. The body is streamed and cut at the endpoint's size cap.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from schemas.common import check_url_syntax
+from schemas.errors import ApiError
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    return ip.is_global and not ip.is_multicast
+
+
+class UrlFetcher:
+    def __init__(self, allow: list[str], timeout: float = 15.0, max_redirects: int = 3):
+        self.allow = {a.lower() for a in allow}
+        self.allow_public = "*" in self.allow
+        self.timeout = timeout
+        self.max_redirects = max_redirects
+
+    def _listed(self, host: str, port: int) -> bool:
+        return f"{host}:{port}" in self.allow or host in self.allow
+
+    async def _check_host(self, url: str) -> None:
+        check_url_syntax(url)
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if self._listed(host, port):
+            return
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror:
+            raise ApiError.of("AIS.0029", "host does not resolve") from None
+        addresses = {info[4][0] for info in infos}
+        if not addresses or not all(_is_public(a) for a in addresses):
+            raise ApiError.of("AIS.0022", "private, loopback or reserved address not on the allow-list")
+        if not self.allow_public:
+            raise ApiError.of("AIS.0022", "host is not on the allow-list")
+
+    async def fetch(self, url: str, max_bytes: int) -> bytes:
+        deadline = time.monotonic() + self.timeout
+        async with httpx.AsyncClient(follow_redirects=False, timeout=self.timeout, trust_env=False) as client:
+            for _ in range(self.max_redirects + 1):
+                await self._check_host(url)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ApiError.of("AIS.0029", "download timed out")
+                try:
+                    return await asyncio.wait_for(self._get(client, url, max_bytes), remaining)
+                except _Redirect as hop:
+                    url = urljoin(url, hop.location)
+                except asyncio.TimeoutError:
+                    raise ApiError.of("AIS.0029", "download timed out") from None
+                except httpx.HTTPError as exc:
+                    raise ApiError.of("AIS.0029", type(exc).__name__) from None
+        raise ApiError.of("AIS.0029", "too many redirects")
+
+    async def _get(self, client: httpx.AsyncClient, url: str, max_bytes: int) -> bytes:
+        async with client.stream("GET", url) as resp:
+            if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
+                raise _Redirect(resp.headers["location"])
+            if resp.status_code in (401, 403):
+                # OBS temporary-authorization URLs answer 403 once expired or tampered with.
+                raise ApiError.of("AIS.0024", f"HTTP {resp.status_code}")
+            if resp.status_code != 200:
+                raise ApiError.of("AIS.0029", f"HTTP {resp.status_code}")
+            declared = resp.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise ApiError.of("AIS.0023", "declared size over the limit")
+            chunks, size = [], 0
+            async for chunk in resp.aiter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ApiError.of("AIS.0023", "body over the limit")
+                chunks.append(chunk)
+        data = b"".join(chunks)
+        if not data:
+            raise ApiError.of("AIS.0025")
+        return data
+
+
+class _Redirect(Exception):
+    def __init__(self, location: str):
+        self.location = location

@@ -1,0 +1,155 @@
+"""The one settings object: a TOML file (`--config` or IMGREC_CONFIG) overlaid by environment variables.
+
+Environment variables use the IMGREC_ prefix and `__` for nesting (IMGREC_PIPELINE__CONCURRENCY=8).
+Huawei SDK variable names are honoured for the HTTP backend's credentials (HUAWEICLOUD_SDK_AK, ..._SK,
+..._PROJECT_ID). Secrets are `SecretStr`: they print as '**********' in logs, reprs and reports.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+MB = 1024 * 1024
+
+
+class Credential(BaseModel):
+    access_key: str
+    secret_key: SecretStr
+    project_id: str
+
+
+class User(BaseModel):
+    domain: str
+    name: str
+    password: SecretStr
+    project_id: str
+    project_name: str = ""
+
+
+class AuthSettings(BaseModel):
+    enabled: bool = True
+    # Tokens are HMAC-signed and stateless so that every worker process accepts them; set a secret to keep
+    # tokens valid across restarts (otherwise one is generated per `imgrec serve`).
+    token_secret: SecretStr | None = None
+    token_ttl_seconds: int = 24 * 3600
+    max_clock_skew_seconds: int = 15 * 60
+
+
+class CelebritySettings(BaseModel):
+    gallery: Path | None = None  # one sub-folder per person, photos inside
+    # dlib's descriptor distance at which two faces are the same person (0.6 in dlib's own evaluation).
+    match_distance: float = 0.6
+
+
+class BgmSettings(BaseModel):
+    library: Path | None = None  # audio or mp4 files; the file stem is the returned audio_name
+
+
+class UrlFetchSettings(BaseModel):
+    # "host:port" or "host" entries. Loopback/private/link-local addresses are refused unless listed;
+    # "*" admits any public host.
+    allow: list[str] = []
+    timeout_seconds: float = 15.0
+    max_redirects: int = 3
+
+
+class ServiceSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    # The reference: AK/SK and token requests carry bodies of at most 12 MB.
+    max_body_bytes: int = 12 * MB
+    engine_threads: int = 2  # engine calls run in a bounded thread pool
+
+
+class ClientSettings(BaseModel):
+    """How the pipeline reaches a remote API (cloud or self-hosted)."""
+
+    endpoint: str | None = None  # self-hosted base URL; None = Huawei Cloud in `region`
+    region: str = "cn-north-4"
+    access_key: str | None = Field(default=None, validation_alias=AliasChoices("access_key", "ak"))
+    secret_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("secret_key", "sk"))
+    project_id: str | None = None
+    iam_domain: str | None = None
+    iam_user: str | None = None
+    iam_password: SecretStr | None = None
+    iam_project_name: str | None = None
+    timeout_seconds: float = 60.0
+    retry_attempts: int = 5
+
+
+class PipelineSettings(BaseModel):
+    out: Path = Path("warehouse")
+    apis: list[str] = []  # empty = every enabled image API
+    backend: Literal["local", "http"] = "local"
+    mode: Literal["inline", "url"] = "inline"
+    concurrency: int = 8
+    rate_per_second: float = 0.0  # 0 = unlimited
+    shard_size: int = 200
+    unit_price_per_call: float = 0.0  # for the estimated-cost column of `runs`
+    params: dict[str, dict[str, Any]] = {}  # per-API request parameters, e.g. {image_tagging = {threshold = 30}}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMGREC_", env_nested_delimiter="__", extra="ignore")
+
+    auth: AuthSettings = AuthSettings()
+    credentials: list[Credential] = []
+    users: list[User] = []
+    celebrity: CelebritySettings = CelebritySettings()
+    bgm: BgmSettings = BgmSettings()
+    url_fetch: UrlFetchSettings = UrlFetchSettings()
+    service: ServiceSettings = ServiceSettings()
+    client: ClientSettings = ClientSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    engines: dict[str, dict[str, Any]] = {}  # per-engine options (enabled = false switches one off)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    @classmethod
+    def load(cls, config: str | Path | None = None, **overrides: Any) -> "Settings":
+        if config is not None:
+            os.environ["IMGREC_CONFIG"] = str(config)
+        settings = cls(**overrides)
+        _apply_huawei_env(settings.client)
+        return settings
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ does the work
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("IMGREC_CONFIG")
+        if not path:
+            return {}
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"config file not found: {file}")
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        base = file.parent
+        # Relative folders in a config file are relative to that file, not to the working directory.
+        for section, key in (("celebrity", "gallery"), ("bgm", "library")):
+            value = data.get(section, {}).get(key)
+            if value and not Path(value).is_absolute():
+                data[section][key] = str((base / value).resolve())
+        return data
+
+
+def _apply_huawei_env(client: ClientSettings) -> None:
+    """The names Huawei's SDKs read, for users who already have them set."""
+    env = os.environ
+    if not client.access_key and env.get("HUAWEICLOUD_SDK_AK"):
+        client.access_key = env["HUAWEICLOUD_SDK_AK"]
+    if not client.secret_key and env.get("HUAWEICLOUD_SDK_SK"):
+        client.secret_key = SecretStr(env["HUAWEICLOUD_SDK_SK"])
+    if not client.project_id and env.get("HUAWEICLOUD_SDK_PROJECT_ID"):
+        client.project_id = env["HUAWEICLOUD_SDK_PROJECT_ID"]

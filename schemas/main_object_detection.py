@@ -1,0 +1,25 @@
+"""Main-object detection: POST /v3/{project_id}/image/main-object-detection (reference 4.4)."""
+from __future__ import annotations
+
+from .common import ApiSpec, ImageSpec, Param
+from .shapes import BoxFloat, Wire
+
+SPEC = ApiSpec(
+    name="main_object_detection",
+    path="/v3/{project_id}/image/main-object-detection",
+    image=ImageSpec(max_side=10000),
+    params=(Param("threshold", "float", 30.0, lo=0, hi=100),),
+    sdk_method="run_image_main_object_detection",
+)
+
+LABELS = ("main_object_box", "bounding_box")
+
+
+class MainObject(Wire):
+    label: str
+    location: BoxFloat
+    confidence: str
+
+
+class Response(Wire):
+    result: list[MainObject]

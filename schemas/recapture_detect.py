@@ -1,0 +1,33 @@
+"""Recapture detection: POST /v2/{project_id}/image/recapture-detect (reference 4.5)."""
+from __future__ import annotations
+
+from .common import ApiSpec, ImageSpec, Param
+from .shapes import Wire
+
+SPEC = ApiSpec(
+    name="recapture_detect",
+    path="/v2/{project_id}/image/recapture-detect",
+    # JPG, PNG, BMP only (no WEBP here, unlike the other endpoints).
+    image=ImageSpec(max_side=10000, formats=frozenset({"JPEG", "PNG", "BMP"})),
+    # "(0~1), a value outside that range falls back to the default".
+    params=(Param("threshold", "float", 0.95, lo=0, hi=1, lo_open=True, hi_open=True, out_of_range="default"),),
+    sdk_method="run_recapture_detect",
+)
+
+SUGGESTIONS = ("true", "false", "uncertainty")
+
+
+class Detail(Wire):
+    label: str
+    confidence: str
+
+
+class Result(Wire):
+    suggestion: str
+    category: str
+    score: str
+    detail: list[Detail]
+
+
+class Response(Wire):
+    result: Result
