@@ -46,6 +46,7 @@ class RetryPolicy:
     attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 20.0
+    max_retry_after: float = 60.0  # a server's Retry-After is obeyed up to this
 
     def wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -53,7 +54,7 @@ class RetryPolicy:
         backoff = min(self.max_delay, self.base_delay * 2 ** (state.attempt_number - 1))
         delay = random.uniform(0, backoff)  # full jitter: many workers do not retry in lockstep
         if retry_after is not None:
-            delay = max(delay, min(float(retry_after), self.max_delay * 3))
+            delay = max(delay, min(float(retry_after), self.max_retry_after))
         return delay
 
 
@@ -115,6 +116,9 @@ class ApiClient:
             image_b64 = base64.b64encode(image).decode("ascii")
         body = spec.body_for(image_b64=image_b64, url=url, **params)
         spec.parse(body)  # the same validation the service runs: fail here, not after a round trip
+        if spec.needs_project and not self.project_id and self._token is not None:
+            await self._token.token()  # the token response names the project it is scoped to
+            self.project_id = self._token.project_id
         path = spec.path.replace("{project_id}", self.project_id or "")
         if spec.needs_project and not self.project_id:
             raise ApiError.of("AIS.0011", "project_id is required for this endpoint")

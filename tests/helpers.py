@@ -1,0 +1,159 @@
+"""Test helpers: sample photographs no one here wrote (scikit-image), a real service on loopback."""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+AK, SK, PROJECT = "AKTESTKEY0000000", "sk-test-secret-value-0123456789", "0123456789abcdef0123456789abcdef"
+OTHER_AK, OTHER_SK, OTHER_PROJECT = "AKOTHERKEY000000", "sk-other-secret-value-98765", "fedcba9876543210fedcba9876543210"
+DOMAIN, USER, PASSWORD, PROJECT_NAME = "acme", "alice", "alice-password-123", "cn-north-4"
+
+
+def photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    img = getattr(data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    return img[..., :3].astype(np.uint8)
+
+
+def encode(array: np.ndarray, fmt: str = "JPEG", **kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(folder: Path, gallery: Path | None = None, extra: str = "") -> Path:
+    config = folder / "imgrec.toml"
+    text = f"""
+[[credentials]]
+access_key = "{AK}"
+secret_key = "{SK}"
+project_id = "{PROJECT}"
+
+[[credentials]]
+access_key = "{OTHER_AK}"
+secret_key = "{OTHER_SK}"
+project_id = "{OTHER_PROJECT}"
+
+[[users]]
+domain = "{DOMAIN}"
+name = "{USER}"
+password = "{PASSWORD}"
+project_id = "{PROJECT}"
+project_name = "{PROJECT_NAME}"
+"""
+    if gallery is not None:
+        text += f'\n[celebrity]\ngallery = "{gallery}"\n'
+    config.write_text(text + extra)
+    return config
+
+
+class ServiceProcess:
+    """`imgrec serve` as a real subprocess on a loopback port."""
+
+    def __init__(self, config: Path, log_path: Path, workers: int = 1, env: dict | None = None):
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        imgrec = Path(sys.executable).parent / "imgrec"
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(imgrec), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--config", str(config),
+             "--workers", str(workers)],
+            stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited: {log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.base_url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("service did not become healthy")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class FileServer:
+    """A loopback HTTP server for `url` inputs: files, redirects, slow and endless bodies."""
+
+    def __init__(self, files: dict[str, bytes], redirect_to: str = ""):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                if path == "/redirect":
+                    self.send_response(302)
+                    self.send_header("Location", outer.redirect_to)
+                    self.end_headers()
+                elif path == "/slow":
+                    time.sleep(30)
+                elif path == "/endless":
+                    self.send_response(200)
+                    self.end_headers()
+                    try:
+                        while not outer.stopping:
+                            self.wfile.write(b"\0" * 65536)
+                    except OSError:
+                        pass
+                elif path == "/forbidden":
+                    self.send_response(403)
+                    self.end_headers()
+                elif path.lstrip("/") in outer.files:
+                    data = outer.files[path.lstrip("/")]
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+
+        self.files = files
+        self.redirect_to = redirect_to
+        self.stopping = False
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.server.shutdown()
