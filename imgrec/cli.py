@@ -42,5 +42,10 @@ def serve(
                 log_level=log_level, access_log=False)
 
 
+from .cli_run import run as _run  # noqa: E402
+
+app.command(name="run")(_run)
+
+
 def main() -> None:  # pragma: no cover
     app()

@@ -41,9 +41,15 @@ class FaceModels:
         self.detector = dlib.get_frontal_face_detector()
         self.shape_predictor = dlib.shape_predictor(str(folder / "shape_predictor_5_face_landmarks.dat"))
         self.encoder = dlib.face_recognition_model_v1(str(folder / "dlib_face_recognition_resnet_model_v1.dat"))
+        # dlib's detector and networks keep scratch state: concurrent calls on one instance corrupt results.
+        self._use = threading.Lock()
 
     def detect(self, rgb: np.ndarray, upsample: int = 0, with_descriptors: bool = True,
                min_side: int = 0) -> list[Face]:
+        with self._use:
+            return self._detect(rgb, upsample, with_descriptors, min_side)
+
+    def _detect(self, rgb: np.ndarray, upsample: int, with_descriptors: bool, min_side: int) -> list[Face]:
         import dlib
 
         rects, scores, _ = self.detector.run(rgb, upsample, 0.0)

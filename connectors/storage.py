@@ -1,0 +1,134 @@
+"""Where the catalog lives: a local folder, or an S3/OBS bucket. Same small interface for both.
+
+`list` streams (pages of 1,000 from S3, a directory walk for folders) and never holds the listing in memory.
+S3 endpoints and keys come from boto3's standard configuration (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL,
+AWS_ACCESS_KEY_ID, profiles); `obs://` defaults to the OBS endpoint of the configured region.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Iterator, Protocol
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".jfif"})
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime
+
+    @property
+    def fingerprint(self) -> str:
+        """What "changed" means for incremental runs: key + ETag + size + mtime."""
+        return f"{self.etag}|{self.size}|{int(self.last_modified.timestamp())}"
+
+
+class Storage(Protocol):
+    uri: str  # the source as the user wrote it, normalised
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+
+    def read(self, key: str) -> bytes: ...
+
+    def url_for(self, key: str, expires_s: int = 3600) -> str: ...
+
+    def object_uri(self, key: str) -> str: ...
+
+
+def is_image_key(key: str) -> bool:
+    return PurePosixPath(key).suffix.lower() in IMAGE_SUFFIXES
+
+
+class FolderStorage:
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"source folder {root} does not exist")
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):  # "../../etc/passwd" and absolute keys
+            raise PermissionError(f"key {key!r} escapes the source folder")
+        return path
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                if path.is_symlink() and not path.resolve().is_relative_to(self.root):
+                    continue  # a link pointing out of the source folder is not part of the catalog
+                key = path.relative_to(self.root).as_posix()
+                if not key.startswith(prefix) or not is_image_key(key):
+                    continue
+                stat = path.stat()
+                yield ObjectInfo(key, stat.st_size, f"{stat.st_size:x}-{stat.st_mtime_ns:x}",
+                                 datetime.fromtimestamp(stat.st_mtime, timezone.utc))
+
+    def read(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def url_for(self, key: str, expires_s: int = 3600) -> str:
+        raise ValueError("url mode needs a bucket source: a local folder has no URL a service can fetch")
+
+    def object_uri(self, key: str) -> str:
+        return self._path(key).as_uri()
+
+
+class S3Storage:
+    """S3 or Huawei OBS (S3-compatible) through boto3."""
+
+    def __init__(self, uri: str, region: str | None = None):
+        import boto3
+        from botocore.config import Config
+
+        scheme, _, rest = uri.partition("://")
+        self.bucket, _, self.prefix = rest.partition("/")
+        self.uri = uri
+        endpoint = None
+        region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "cn-north-4"
+        if scheme == "obs" and not (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")):
+            endpoint = f"https://obs.{region}.myhuaweicloud.com"
+        custom = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        config = Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"},
+                        s3={"addressing_style": "virtual" if scheme == "obs" else ("path" if custom else "auto")},
+                        max_pool_connections=32)
+        self.client = boto3.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix,
+                                       PaginationConfig={"PageSize": 1000}):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if key.endswith("/") or not is_image_key(key):
+                    continue
+                yield ObjectInfo(key, int(item["Size"]), item.get("ETag", "").strip('"'), item["LastModified"])
+
+    def read(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def read_head(self, key: str, size: int) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{size - 1}")["Body"].read()
+
+    def url_for(self, key: str, expires_s: int = 3600) -> str:
+        """A presigned GET: OBS's "temporary authorization" URL (reference 7.3)."""
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key},
+                                                  ExpiresIn=expires_s)
+
+    def object_uri(self, key: str) -> str:
+        return f"{self.uri.split('://')[0]}://{self.bucket}/{key}"
+
+
+def open_storage(source: str) -> Storage:
+    if source.startswith(("s3://", "obs://")):
+        return S3Storage(source)
+    if "://" in source:
+        raise ValueError(f"unsupported source {source!r}: use a folder, s3://bucket/prefix or obs://bucket/prefix")
+    return FolderStorage(source)

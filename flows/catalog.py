@@ -1,0 +1,161 @@
+"""Prefect flows: `catalog_tagging` (incremental, nightly) and `backfill` (prefix / date range, optional force).
+
+Orchestration only: list -> plan shards -> recognize shards (two at a time, one Prefect task each; asyncio
+inside) -> report. Everything heavy lives in plain functions under `tasks/`, testable without Prefect.
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NONE
+
+import schemas
+from connectors.storage import open_storage
+from imgrec.backends import enabled_apis, get_backend
+from imgrec.settings import Settings
+from tasks import listing, planning, progress, recognize, report, writing
+from tasks.job import Job
+
+PARALLEL_SHARDS = 2
+
+
+def _settings(job: Job) -> Settings:
+    return Settings.load(job.config) if job.config else Settings.load()
+
+
+@task(name="list-objects", cache_policy=NONE)
+def list_objects_task(job: Job) -> int:
+    return listing.list_objects(open_storage(job.source), job)
+
+
+@task(name="plan-shards", cache_policy=NONE)
+def plan_shards_task(job: Job) -> list[planning.Shard]:
+    return planning.plan_shards(job)
+
+
+@task(name="recognize-shard", cache_policy=NONE, retries=2, retry_delay_seconds=2)
+async def recognize_shard_task(job: Job, shard: planning.Shard) -> dict[str, Any]:
+    settings = _settings(job)
+    backend = get_backend(job.backend, settings, job.endpoint, job.concurrency, job.rate_per_second, job.config)
+    stats = await recognize.recognize_shard(shard.index, shard.path, job, open_storage(job.source), backend)
+    return stats.to_dict()
+
+
+@task(name="report", cache_policy=NONE)
+def report_task(job: Job, listed: int, shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
+    stats = [recognize.ShardStats(**s) for s in shard_stats]
+    summary = report.summarize(job, listed, stats, datetime.now(timezone.utc),
+                               _settings(job).pipeline.unit_price_per_call)
+    report.write_runs_row(job, summary)
+    paths = report.write_report(job, summary)
+    summary["report_paths"] = {k: str(v) for k, v in paths.items()}
+    try:
+        report.publish_artifacts(summary)
+    except Exception as exc:  # artifacts are a convenience; the files are the record
+        get_run_logger().warning("could not publish Prefect artifacts: %s", exc)
+    return summary
+
+
+@contextmanager
+def exclusive(out: Path):
+    """One run at a time per output folder: two writers would both process the same new objects."""
+    lock_path = out / "_state" / "run.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"another imgrec run is writing to {out}") from None
+        yield
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+
+
+def make_job(flow_name: str, source: str, out: str | None, apis: list[str] | None, backend: str | None,
+             endpoint: str | None, mode: str | None, concurrency: int | None, rate_per_second: float | None,
+             shard_size: int | None, prefix: str, modified_since: datetime | None, modified_until: datetime | None,
+             force: bool, params: dict[str, dict[str, Any]] | None, config: str | None) -> Job:
+    settings = Settings.load(config) if config else Settings.load()
+    p = settings.pipeline
+    backend = backend or p.backend
+    chosen = list(apis or p.apis or enabled_apis(backend, settings))
+    for api in chosen:
+        spec = schemas.spec(api)
+        if spec.input == "url_only":
+            raise ValueError(f"{api} takes a video URL, not catalog images; it cannot run in the image pipeline")
+    job = Job(run_id=new_run_id(), flow=flow_name, source=source, out=str(Path(out or p.out).resolve()),
+              apis=chosen, backend=backend, endpoint=endpoint or settings.client.endpoint, mode=mode or p.mode,
+              concurrency=concurrency or p.concurrency,
+              rate_per_second=p.rate_per_second if rate_per_second is None else rate_per_second,
+              shard_size=shard_size or p.shard_size, prefix=prefix, modified_since=modified_since,
+              modified_until=modified_until, force=force, params={**p.params, **(params or {})},
+              config=str(Path(config).resolve()) if config else os.environ.get("IMGREC_CONFIG"))
+    for api in job.apis:
+        job.resolved_params(api)  # bad parameters fail the run before anything is listed
+    if not job.apis:
+        raise ValueError("no APIs to run: none is enabled for this backend")
+    return job
+
+
+async def run_job(job: Job) -> dict[str, Any]:
+    logger = get_run_logger()
+    out = job.out_path
+    out.mkdir(parents=True, exist_ok=True)
+    with exclusive(out):
+        recovered = writing.recover(out)
+        if recovered["finished"] or recovered["dropped"]:
+            logger.info("recovered an interrupted run: %s", recovered)
+        listed = list_objects_task(job)
+        shards = plan_shards_task(job)
+        logger.info("run %s: %d objects listed, %d shards, %d calls planned", job.run_id, listed, len(shards),
+                    sum(s.pending_calls for s in shards))
+        progress.start(sum(s.objects for s in shards))
+        gate = asyncio.Semaphore(PARALLEL_SHARDS)
+
+        async def one(shard: planning.Shard) -> dict[str, Any]:
+            async with gate:
+                return await recognize_shard_task(job, shard)
+
+        stats = await asyncio.gather(*(one(s) for s in shards))
+        summary = report_task(job, listed, list(stats))
+    logger.info("run %s finished: %s", job.run_id, summary["status"])
+    return summary
+
+
+@flow(name="catalog-tagging", log_prints=True)
+async def catalog_tagging(source: str, out: str | None = None, apis: list[str] | None = None,
+                          backend: str | None = None, endpoint: str | None = None, mode: str | None = None,
+                          concurrency: int | None = None, rate_per_second: float | None = None,
+                          shard_size: int | None = None, params: dict[str, dict[str, Any]] | None = None,
+                          config: str | None = None) -> dict[str, Any]:
+    """Tag every image that is new or changed since its last successful result (same API and parameters)."""
+    job = make_job("catalog-tagging", source, out, apis, backend, endpoint, mode, concurrency, rate_per_second,
+                   shard_size, "", None, None, False, params, config)
+    return await run_job(job)
+
+
+@flow(name="catalog-backfill", log_prints=True)
+async def backfill(source: str, prefix: str = "", modified_since: datetime | None = None,
+                   modified_until: datetime | None = None, force: bool = False, out: str | None = None,
+                   apis: list[str] | None = None, backend: str | None = None, endpoint: str | None = None,
+                   mode: str | None = None, concurrency: int | None = None, rate_per_second: float | None = None,
+                   shard_size: int | None = None, params: dict[str, dict[str, Any]] | None = None,
+                   config: str | None = None) -> dict[str, Any]:
+    """Process a prefix and/or last-modified range; `force` redoes objects that already succeeded."""
+    job = make_job("catalog-backfill", source, out, apis, backend, endpoint, mode, concurrency, rate_per_second,
+                   shard_size, prefix, modified_since, modified_until, force, params, config)
+    return await run_job(job)
+
+
+logging.getLogger("imgrec").setLevel(logging.INFO)

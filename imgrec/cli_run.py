@@ -1,0 +1,101 @@
+"""`imgrec run`: one catalog run from the command line, on the Prefect flows."""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+
+def parse_params(values: list[str]) -> dict[str, dict[str, Any]]:
+    """--param image_tagging.threshold=30 -> {"image_tagging": {"threshold": 30}} (values parsed as JSON)."""
+    params: dict[str, dict[str, Any]] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        api, dot, key = name.partition(".")
+        if not sep or not dot:
+            raise typer.BadParameter(f"--param takes API.NAME=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        params.setdefault(api, {})[key] = value
+    return params
+
+
+def _progress_bar(stop: threading.Event) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from tasks import progress as counter
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task_id = bar.add_task("images", total=None)
+        while not stop.wait(0.2):
+            bar.update(task_id, total=counter.state["total"] or None, completed=counter.state["done"])
+
+
+def run(
+    source: str = typer.Argument(..., help="A folder, s3://bucket/prefix or obs://bucket/prefix"),
+    out: Optional[Path] = typer.Option(None, help="Output folder for tables and reports (default ./warehouse)"),
+    apis: Optional[str] = typer.Option(None, help="Comma-separated API names (default: every enabled image API)"),
+    backend: Optional[str] = typer.Option(None, help="local (in-process engines) or http"),
+    endpoint: Optional[str] = typer.Option(None, help="http backend: self-hosted base URL (default: Huawei Cloud)"),
+    mode: Optional[str] = typer.Option(None, help="inline (base64 in the body) or url (presigned URLs)"),
+    concurrency: Optional[int] = typer.Option(None, help="Requests in flight at once"),
+    rate: Optional[float] = typer.Option(None, help="Requests per second at most (0 = unlimited)"),
+    shard_size: Optional[int] = typer.Option(None, help="Images per Prefect task"),
+    param: list[str] = typer.Option([], help="API.NAME=VALUE request parameter, repeatable"),
+    prefix: str = typer.Option("", help="Backfill: only keys under this prefix"),
+    since: Optional[datetime] = typer.Option(None, help="Backfill: last-modified at or after"),
+    until: Optional[datetime] = typer.Option(None, help="Backfill: last-modified before"),
+    force: bool = typer.Option(False, help="Backfill: redo objects that already succeeded"),
+    config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TOML settings file"),
+) -> None:
+    """Run the catalog flow once; print the report. Exit 0 when the run completed."""
+    from flows.catalog import backfill, catalog_tagging
+
+    from .settings import Settings
+
+    settings = Settings.load(config)  # fail on a bad config before Prefect starts
+    kwargs: dict[str, Any] = dict(
+        source=source, out=str(out) if out else str(settings.pipeline.out),
+        apis=[a.strip() for a in apis.split(",") if a.strip()] if apis else None, backend=backend,
+        endpoint=endpoint, mode=mode, concurrency=concurrency, rate_per_second=rate, shard_size=shard_size,
+        params=parse_params(param) or None, config=str(config) if config else None)
+    is_backfill = bool(prefix or since or until or force)
+    flow_fn = backfill if is_backfill else catalog_tagging
+    if is_backfill:
+        kwargs.update(prefix=prefix, modified_since=_utc(since), modified_until=_utc(until), force=force)
+    stop = threading.Event()
+    bar = threading.Thread(target=_progress_bar, args=(stop,), daemon=True) if sys.stderr.isatty() else None
+    if bar:
+        bar.start()
+    try:
+        summary = asyncio.run(flow_fn(**kwargs))
+    except Exception as exc:
+        typer.echo(f"imgrec run failed: {exc}", err=True)
+        raise typer.Exit(1)
+    finally:
+        stop.set()
+        if bar:
+            bar.join()
+    from tasks.report import markdown
+
+    typer.echo(markdown(summary))
+    for kind, path in summary.get("report_paths", {}).items():
+        typer.echo(f"report ({kind}): {path}")
+    typer.echo(f"tables: {kwargs['out']}")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    from datetime import timezone
+
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

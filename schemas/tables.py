@@ -1,0 +1,115 @@
+"""The pipeline's tables: typed pyarrow schemas, one Hive partition per run date (`run_date=YYYY-MM-DD`).
+
+Every row carries `run_id`, `key` and (for per-API tables) `api`, so a table joins back to `images`,
+`errors` and `runs`. Confidences are floats on a 0-100 scale in every table, whatever scale the API used.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+_KEYS = [
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("api", pa.string(), nullable=False),
+]
+_BOX = [
+    pa.field("x", pa.float64()), pa.field("y", pa.float64()),
+    pa.field("width", pa.float64()), pa.field("height", pa.float64()),
+    # The same box divided by the image's width/height: comparable across image sizes.
+    pa.field("x_norm", pa.float64()), pa.field("y_norm", pa.float64()),
+    pa.field("width_norm", pa.float64()), pa.field("height_norm", pa.float64()),
+]
+
+TABLES: dict[str, pa.Schema] = {
+    "images": pa.schema([
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("etag", pa.string()),
+        pa.field("size", pa.int64()),
+        pa.field("last_modified", TS),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("format", pa.string()),
+        # ok: every API answered; failed: at least one API call failed; invalid: refused before any call
+        # (size/format/dimensions, or unreadable); skipped: unchanged since a successful earlier run.
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("apis", pa.list_(pa.string())),
+        pa.field("processed_at", TS),
+    ]),
+    "tags": pa.schema(_KEYS + [
+        pa.field("tag", pa.string()),
+        pa.field("tag_en", pa.string()),
+        pa.field("tag_zh", pa.string()),
+        pa.field("type", pa.string()),
+        pa.field("type_en", pa.string()),
+        pa.field("type_zh", pa.string()),
+        pa.field("confidence", pa.float64()),
+        pa.field("rank", pa.int32()),
+        pa.field("language", pa.string()),
+    ]),
+    "detections": pa.schema(_KEYS + [
+        pa.field("label", pa.string()),
+        pa.field("label_en", pa.string()),
+        pa.field("label_zh", pa.string()),
+        pa.field("confidence", pa.float64()),
+    ] + _BOX),
+    "faces": pa.schema(_KEYS + [
+        pa.field("label", pa.string()),
+        pa.field("confidence", pa.float64()),
+    ] + _BOX),
+    "main_objects": pa.schema(_KEYS + [
+        pa.field("label", pa.string()),
+        pa.field("confidence", pa.float64()),
+    ] + _BOX),
+    "recapture": pa.schema(_KEYS + [
+        pa.field("suggestion", pa.string()),
+        pa.field("category", pa.string()),
+        pa.field("score", pa.float64()),
+        pa.field("detail_label", pa.string()),
+        pa.field("detail_confidence", pa.float64()),
+    ]),
+    "enhanced": pa.schema(_KEYS + [
+        pa.field("output_uri", pa.string()),
+        pa.field("output_size", pa.int64()),
+        pa.field("output_format", pa.string()),
+    ]),
+    "errors": pa.schema(_KEYS + [
+        pa.field("http_status", pa.int32()),
+        pa.field("error_code", pa.string()),
+        pa.field("error_msg", pa.string()),
+        pa.field("attempts", pa.int32()),
+        pa.field("retryable", pa.bool_()),
+        pa.field("request_id", pa.string()),
+        pa.field("last_attempt_at", TS),
+    ]),
+    "runs": pa.schema([
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("flow", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("backend", pa.string()),
+        pa.field("parameters", pa.string()),  # JSON, secrets excluded
+        pa.field("started_at", TS),
+        pa.field("finished_at", TS),
+        pa.field("duration_s", pa.float64()),
+        pa.field("listed", pa.int64()),
+        pa.field("images_ok", pa.int64()),
+        pa.field("images_failed", pa.int64()),
+        pa.field("images_invalid", pa.int64()),
+        pa.field("images_skipped", pa.int64()),
+        pa.field("calls", pa.int64()),
+        pa.field("call_errors", pa.int64()),
+        pa.field("retries", pa.int64()),
+        pa.field("rate_limit_wait_s", pa.float64()),
+        pa.field("images_per_s", pa.float64()),
+        pa.field("latency_p50_ms", pa.float64()),
+        pa.field("latency_p95_ms", pa.float64()),
+        pa.field("estimated_cost", pa.float64()),
+    ]),
+}
+
+# Tables that receive rows from per-image API results (everything but images, errors and runs).
+RESULT_TABLES = ("tags", "detections", "faces", "main_objects", "recapture", "enhanced")

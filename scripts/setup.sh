@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create .venv/ at the repository root with imgrec and its test dependencies installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
+.venv/bin/python -m pip install --quiet -e ".[test]"
+echo "imgrec installed: $(.venv/bin/imgrec --help >/dev/null && echo .venv/bin/imgrec)"

@@ -1,0 +1,193 @@
+"""Recognize one shard: read each object, pre-validate it per API, call the backend, normalize, commit.
+
+Inside a shard, asyncio runs `concurrency` objects at once (bounded memory: at most that many images are
+held); the backend's limiter keeps the request rate; the client retries transient failures. Every object
+ends as one `images` row, plus result rows or `errors` rows for each API it needed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pyarrow.parquet as pq
+
+import schemas
+from connectors.backend import RecognitionBackend
+from connectors.storage import Storage
+from schemas.common import ImageInfo, ImageSpec, inspect_image
+from schemas.errors import ApiError
+
+from . import progress
+from .job import Job
+from .normalize import Context, normalize
+from .writing import commit_shard, shard_name
+
+log = logging.getLogger("imgrec.tasks.recognize")
+# Errors that describe the input itself: the same bytes will fail the same way, so the object is not
+# retried by the next incremental run (it is, once it changes).
+INPUT_ERRORS = frozenset({"AIS.0015", "AIS.0020", "AIS.0021", "AIS.0023", "AIS.0025", "AIS.0204", "AIS.0205",
+                          "AIS.0502", "AIS.0503", "AIS.0504"})
+HEAD_BYTES = 256 * 1024  # enough of a file for its format and dimensions (url mode reads only this)
+PERMISSIVE = ImageSpec(max_encoded_bytes=1 << 62, max_side=1 << 30,
+                       formats=frozenset({"JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "MPO"}))
+
+
+@dataclass
+class ShardStats:
+    shard: int
+    objects: int = 0
+    status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    calls: int = 0
+    call_errors: int = 0
+    retries: int = 0
+    rate_wait_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    error_codes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shard": self.shard, "objects": self.objects, "status": dict(self.status), "calls": self.calls,
+                "call_errors": self.call_errors, "retries": self.retries, "rate_wait_s": self.rate_wait_s,
+                "latencies_ms": self.latencies_ms, "error_codes": dict(self.error_codes), "rows": self.rows}
+
+
+def _output_writer(job: Job):
+    def write(api: str, key: str, data: bytes, fmt: str) -> str:
+        suffix = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp"}.get(fmt, ".bin")
+        path = (job.out_path / "enhanced_images" / api / PurePosixPath(key)).with_suffix(suffix)
+        root = (job.out_path / "enhanced_images").resolve()
+        if not path.resolve().is_relative_to(root):
+            raise PermissionError(f"key {key!r} escapes the output folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return path.as_uri()
+
+    return write
+
+
+async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: Storage,
+                          backend: RecognitionBackend) -> ShardStats:
+    objects = pq.read_table(manifest).to_pylist()
+    stats = ShardStats(shard=shard_index, objects=len(objects))
+    tables: dict[str, list[dict]] = defaultdict(list)
+    ledger: list[dict] = []
+    semaphore = asyncio.Semaphore(max(1, job.concurrency))
+    params = {api: job.resolved_params(api) for api in job.apis}
+    hashes = {api: job.params_hash(api) for api in job.apis}
+    writer = _output_writer(job)
+    now = lambda: datetime.now(timezone.utc)  # noqa: E731
+
+    def error_row(obj, api, err: ApiError) -> dict:
+        stats.error_codes[err.code] += 1
+        return {"run_id": job.run_id, "source": storage.uri, "key": obj["key"], "api": api,
+                "http_status": err.status or None, "error_code": err.code, "error_msg": err.message,
+                "attempts": err.attempts, "retryable": bool(err.retryable), "request_id": err.request_id or None,
+                "last_attempt_at": now()}
+
+    async def process(obj: dict) -> None:
+        pending: list[str] = list(obj["pending"])
+        image_row = {"run_id": job.run_id, "source": storage.uri, "key": obj["key"], "etag": obj["etag"],
+                     "size": obj["size"], "last_modified": obj["last_modified"], "width": None, "height": None,
+                     "format": None, "status": "skipped", "apis": pending, "processed_at": now()}
+        if not pending:
+            tables["images"].append(image_row)
+            stats.status["skipped"] += 1
+            progress.advance()
+            return
+        async with semaphore:
+            data: bytes | None = None
+            info: ImageInfo | None = None
+            try:
+                if job.mode == "inline":
+                    data = await asyncio.to_thread(storage.read, obj["key"])
+                    head = data
+                else:
+                    head = await asyncio.to_thread(_read_head, storage, obj["key"])
+                info = inspect_image(head, PERMISSIVE) if head else None
+            except ApiError as err:
+                info = None
+                read_error = err
+            except Exception as exc:  # storage failures: the object could not be read this time
+                log.warning("reading %s failed: %s", obj["key"], type(exc).__name__)
+                read_error = ApiError(code="AIS.0201", status=0, message=f"read failed: {type(exc).__name__}",
+                                      retryable=True, attempts=1)
+            else:
+                read_error = None
+            if info is not None:
+                image_row.update(width=info.width, height=info.height, format=info.format)
+            outcomes = []
+            for api in pending:
+                spec = schemas.spec(api)
+                try:
+                    if read_error is not None:
+                        raise read_error
+                    if data is not None:  # inline: check everything before spending a call
+                        inspect_image(data, spec.image)
+                    elif obj["size"] > spec.max_url_bytes:
+                        raise ApiError.of("AIS.0023")
+                    elif info is not None:
+                        inspect_image(head, ImageSpec(max_encoded_bytes=1 << 62, min_side=spec.image.min_side,
+                                                      max_side=spec.image.max_side, formats=spec.image.formats))
+                except ApiError as err:
+                    err.attempts = 0  # refused before any call
+                    tables["errors"].append(error_row(obj, api, err))
+                    outcomes.append("invalid")
+                    if err.code in INPUT_ERRORS:
+                        ledger.append(_ledger_row(job, api, hashes[api], obj, "rejected"))
+                    continue
+                try:
+                    if data is not None:
+                        result = await backend.call(api, image=data, **params[api])
+                    else:
+                        result = await backend.call(api, url=storage.url_for(obj["key"]), **params[api])
+                except ApiError as err:
+                    stats.calls += max(1, err.attempts)
+                    stats.retries += max(0, err.attempts - 1)
+                    stats.call_errors += 1
+                    tables["errors"].append(error_row(obj, api, err))
+                    outcomes.append("failed")
+                    if not err.retryable and err.code in INPUT_ERRORS:
+                        ledger.append(_ledger_row(job, api, hashes[api], obj, "rejected"))
+                    continue
+                stats.calls += result.attempts
+                stats.retries += result.attempts - 1
+                stats.rate_wait_s += result.rate_wait_s
+                stats.latencies_ms.append(result.latency_s * 1000)
+                ctx = Context(job.run_id, storage.uri, obj["key"], api, info.width if info else 0,
+                              info.height if info else 0, params[api], writer)
+                for table, rows in normalize(api, result.response, ctx).items():
+                    tables[table].extend(rows)
+                ledger.append(_ledger_row(job, api, hashes[api], obj, "ok"))
+                outcomes.append("ok")
+            status = "ok" if all(o == "ok" for o in outcomes) else (
+                "invalid" if all(o == "invalid" for o in outcomes) else "failed")
+            image_row["status"] = status
+            image_row["processed_at"] = now()
+            stats.status[status] += 1
+            tables["images"].append(image_row)
+            progress.advance()
+
+    await asyncio.gather(*(process(obj) for obj in objects))
+    started = time.perf_counter()
+    stats.rows = await asyncio.to_thread(commit_shard, job.out_path, job.run_date, shard_name(job.run_id, shard_index),
+                                         dict(tables), ledger)
+    log.debug("shard %d committed in %.3fs", shard_index, time.perf_counter() - started)
+    return stats
+
+
+def _ledger_row(job: Job, api: str, params_hash: str, obj: dict, outcome: str) -> dict:
+    return {"api": api, "params_hash": params_hash, "key": obj["key"], "fingerprint": obj["fingerprint"],
+            "outcome": outcome, "run_id": job.run_id}
+
+
+def _read_head(storage: Storage, key: str) -> bytes:
+    reader = getattr(storage, "read_head", None)
+    return reader(key, HEAD_BYTES) if reader else storage.read(key)[:HEAD_BYTES]
