@@ -109,9 +109,11 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                 if job.mode == "inline":
                     data = await asyncio.to_thread(storage.read, obj["key"])
                     head = data
+                elif obj["size"] == 0:
+                    head = b""  # a ranged GET of an empty object is an error on some servers
                 else:
                     head = await asyncio.to_thread(_read_head, storage, obj["key"])
-                info = inspect_image(head, PERMISSIVE) if head else None
+                info = inspect_image(head, PERMISSIVE)
             except ApiError as err:
                 info = None
                 read_error = err

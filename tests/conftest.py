@@ -45,3 +45,34 @@ timeout_seconds = 3
     proc = ServiceProcess(config, folder / "service.log")
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """A Prefect server (SQLite, temporary) for the session; its URL is handed to subprocesses too."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a loopback port; boto3 reaches it through the standard environment variables."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL_S3": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield {"host": host, "port": port, "env": env, "url": env["AWS_ENDPOINT_URL_S3"]}
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.stop()

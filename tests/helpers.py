@@ -157,3 +157,53 @@ class FileServer:
     def stop(self) -> None:
         self.stopping = True
         self.server.shutdown()
+
+
+def catalog_files() -> dict[str, bytes]:
+    """A small catalog: real photographs in JPEG/PNG/WEBP, plus the inputs a nightly job meets in the wild."""
+    import struct
+    import zlib
+
+    files: dict[str, bytes] = {}
+    for name in ("astronaut", "chelsea", "coffee", "camera", "rocket"):
+        img = photo(name)
+        files[f"photos/{name}.jpg"] = encode(img)
+        files[f"photos/png/{name}.png"] = encode(img, "PNG")
+        files[f"photos/webp/{name}.webp"] = encode(img, "WEBP", quality=80)
+    files["photos/mirrored-astronaut.jpg"] = encode(np.ascontiguousarray(photo("astronaut")[:, ::-1]))
+    jpeg = files["photos/coffee.jpg"]
+    files["broken/truncated.jpg"] = jpeg[: len(jpeg) // 3]
+    files["broken/not-an-image.png"] = b"<html>this is a web page saved under an image name</html>"
+    files["broken/empty.jpg"] = b""
+    files["broken/animated.gif"] = encode(photo("coffee"), "GIF")
+    # 12000 x 8 px: small in bytes, but over every endpoint's 10000-px side limit.
+    files["broken/too-wide.png"] = encode(np.zeros((8, 12000, 3), np.uint8), "PNG")
+    ihdr = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))  # noqa: E731
+    files["broken/bomb.png"] = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+    files["notes/readme.txt"] = b"not part of the catalog: no image suffix"
+    return files
+
+
+def upload(bucket: str, files: dict[str, bytes]) -> None:
+    import boto3
+
+    s3 = boto3.client("s3")
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    if bucket not in existing:
+        s3.create_bucket(Bucket=bucket)
+    for key, data in files.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def read_table(out, table: str, where: str = "") -> list[dict]:
+    import duckdb
+
+    from pathlib import Path
+
+    if not list(Path(out, table).glob("run_date=*/*.parquet")):
+        return []
+    con = duckdb.connect()
+    rel = con.sql(f"SELECT * FROM read_parquet('{out}/{table}/**/*.parquet', hive_partitioning=true) {where}")
+    cols = rel.columns
+    return [dict(zip(cols, row)) for row in rel.fetchall()]

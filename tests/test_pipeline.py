@@ -1,0 +1,183 @@
+"""End to end: Prefect flow runs over a bucket in moto's S3 server (and a folder), through the in-process
+engines and through the self-hosted service over HTTP, with tables read back by DuckDB."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows.catalog import backfill, catalog_tagging
+from tests.helpers import AK, PROJECT, SK, ServiceProcess, catalog_files, encode, photo, read_table, upload, write_config
+
+EXPECTED = {
+    "broken/truncated.jpg": ("failed", "AIS.0503"),
+    "broken/not-an-image.png": ("invalid", "AIS.0021"),
+    "broken/empty.jpg": ("invalid", "AIS.0503"),
+    "broken/animated.gif": ("invalid", "AIS.0502"),
+    "broken/too-wide.png": ("invalid", "AIS.0504"),
+    "broken/bomb.png": ("invalid", "AIS.0205"),
+}
+ASTRONAUTS = {"photos/astronaut.jpg", "photos/png/astronaut.png", "photos/webp/astronaut.webp",
+              "photos/mirrored-astronaut.jpg"}
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory, gallery):
+    return write_config(tmp_path_factory.mktemp("pipeline"), gallery)
+
+
+@pytest.fixture(scope="module")
+def bucket(s3_server):
+    upload("catalog", catalog_files())
+    return "catalog"
+
+
+def check_first_run(out: Path, summary: dict, run_keys: set[str]) -> None:
+    images = {r["key"]: r for r in read_table(out, "images")}
+    assert set(images) == run_keys  # every listed image has exactly one row
+    for key, row in images.items():
+        status, code = EXPECTED.get(key, ("ok", None))
+        assert row["status"] == status, (key, row["status"])
+        if key.startswith("photos/"):
+            assert (row["width"], row["height"]) != (None, None)
+    errors = {r["key"]: r for r in read_table(out, "errors")}
+    assert {k: e["error_code"] for k, e in errors.items()} == {k: c for k, (s, c) in EXPECTED.items()}
+    assert all(e["attempts"] == (1 if k == "broken/truncated.jpg" else 0) for k, e in errors.items())
+    faces = read_table(out, "faces")
+    assert {f["key"] for f in faces} == ASTRONAUTS
+    assert {f["label"] for f in faces} == {"Eileen Collins"}
+    assert all(90 <= f["confidence"] <= 100 and 0 < f["width_norm"] < 1 for f in faces)
+    # every image is in a result table or in errors (an ok image may legitimately have no face)
+    ok = {k for k, r in images.items() if r["status"] == "ok"}
+    assert ok | set(errors) == run_keys
+    assert summary["status"] == {"ok": len(ok), "failed": 1, "invalid": 5, "skipped": 0}
+    runs = read_table(out, "runs")
+    assert len(runs) == 1 and runs[0]["images_ok"] == len(ok) and runs[0]["listed"] == len(run_keys)
+    for kind in ("json", "md", "html"):
+        assert Path(summary["report_paths"][kind]).stat().st_size > 200
+
+
+def catalog_keys() -> set[str]:
+    return {k for k in catalog_files() if not k.endswith(".txt")}
+
+
+async def test_bucket_run_in_process_is_incremental(prefect_api, bucket, config, tmp_path):
+    out = tmp_path / "warehouse"
+    source = f"s3://{bucket}/"
+    first = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7)
+    check_first_run(out, first, catalog_keys())
+
+    second = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7)
+    assert second["status"] == {"ok": 0, "failed": 0, "invalid": 0, "skipped": len(catalog_keys())}
+    assert second["calls"] == 0
+
+    upload(bucket, {"photos/new/chelsea-again.jpg": encode(photo("chelsea")[::2, ::2].copy())})
+    third = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7)
+    assert third["status"]["ok"] == 1 and third["calls"] == 1
+
+    images = read_table(out, "images")
+    assert len(images) == 3 * len(catalog_keys()) + 1
+    dupes = read_table(out, "images", "QUALIFY count(*) OVER (PARTITION BY run_id, key) > 1")
+    assert dupes == []
+    processed = read_table(out, "images", "WHERE status <> 'skipped'")
+    assert len({r["key"] for r in processed}) == len(processed)  # no object was processed twice
+
+    # A forced backfill of one prefix redoes exactly that prefix.
+    forced = await backfill(source=source, prefix="photos/png/", force=True, out=str(out), config=str(config))
+    assert forced["status"]["ok"] == 5 and forced["status"]["skipped"] == 0
+
+
+@pytest.fixture(scope="module")
+def url_service(tmp_path_factory, gallery, s3_server):
+    folder = tmp_path_factory.mktemp("url-service")
+    extra = f'\n[url_fetch]\nallow = ["{s3_server["host"]}:{s3_server["port"]}"]\n'
+    proc = ServiceProcess(write_config(folder, gallery, extra), folder / "service.log")
+    yield proc
+    proc.stop()
+
+
+@pytest.mark.parametrize("mode", ["inline", "url"])
+async def test_bucket_run_through_the_service_matches_in_process(prefect_api, bucket, url_service, tmp_path,
+                                                                 monkeypatch, mode):
+    monkeypatch.setenv("HUAWEICLOUD_SDK_AK", AK)
+    monkeypatch.setenv("HUAWEICLOUD_SDK_SK", SK)
+    monkeypatch.setenv("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT)
+    out = tmp_path / "warehouse"
+    keys = {k for k in catalog_keys()}
+    summary = await catalog_tagging(source=f"s3://{bucket}/", out=str(out), backend="http",
+                                    endpoint=url_service.base_url, mode=mode, apis=["celebrity_recognition"],
+                                    shard_size=10)
+    listed = {r["key"] for r in read_table(out, "images")}
+    assert keys <= listed  # the bucket may hold the object another test added
+    check_first_run(out, summary, listed)
+    assert AK not in url_service.log_text() and SK not in url_service.log_text()
+
+
+async def test_image_out_apis_land_in_enhanced(prefect_api, config, tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "dark.png").write_bytes(encode((photo("coffee") * 0.2).astype(np.uint8), "PNG"))
+    (src / "hazy.jpg").write_bytes(encode((photo("chelsea") * 0.5 + 110).astype(np.uint8)))
+    out = tmp_path / "out"
+    summary = await catalog_tagging(source=str(src), out=str(out), config=str(config),
+                                    apis=["dark_enhance", "defog"], params={"dark_enhance": {"brightness": 0.5}})
+    assert summary["status"]["ok"] == 2
+    rows = read_table(out, "enhanced")
+    assert len(rows) == 4 and {r["output_format"] for r in rows} == {"PNG", "JPEG"}
+    for row in rows:
+        assert Path(row["output_uri"].removeprefix("file://")).stat().st_size == row["output_size"]
+
+
+def _folder_of(n: int, folder: Path) -> None:
+    base = photo("astronaut")
+    for i in range(n):
+        crop = base[i % 40: 400 + i % 40, (i * 3) % 90: 400 + (i * 3) % 90]
+        (folder / f"img-{i:03d}.jpg").write_bytes(encode(np.ascontiguousarray(crop)))
+
+
+def _cli(args: list[str], prefect_api: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "DO_NOT_TRACK": "1"}
+    return subprocess.Popen([str(Path(sys.executable).parent / "imgrec"), "run", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def test_cli_run_and_kill_mid_run(prefect_api, config, tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    _folder_of(60, src)
+    args = [str(src), "--out", str(out), "--config", str(config), "--shard-size", "4", "--concurrency", "1"]
+    victim = _cli(args, prefect_api)
+    ledger = out / "_state" / "ledger"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(ledger.glob("*.parquet"))) < 3:
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    committed = {r["key"] for r in read_table(out, "images")}
+    assert 0 < len(committed) < 60, "the kill should land mid-run"
+
+    rerun = _cli(args, prefect_api)
+    output = rerun.communicate(timeout=300)[0].decode()
+    assert rerun.returncode == 0, output
+    assert "report (html)" in output
+    images = read_table(out, "images", "WHERE status <> 'skipped'")
+    assert sorted(r["key"] for r in images) == sorted(f"img-{i:03d}.jpg" for i in range(60))  # none lost, none twice
+    assert not list((out / "_staging").glob("*")) if (out / "_staging").exists() else True
+    stray = [p for p in out.rglob("*") if p.is_file() and p.suffix not in (".parquet", ".json", ".md", ".html", ".lock")]
+    assert stray == []
+    assert len(read_table(out, "faces")) >= 50
+
+
+def test_cli_rejects_bad_input_clearly(prefect_api, tmp_path):
+    proc = _cli([str(tmp_path / "missing")], prefect_api)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode != 0 and "missing" in output
+    proc = _cli([str(tmp_path), "--param", "celebrity_recognition.threshold=7"], prefect_api)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode != 0 and "AIS.0501" in output
