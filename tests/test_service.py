@@ -81,9 +81,22 @@ def test_official_sdk_calls_all_six_operations_with_aksk(service):
                 getattr(client, method)(request)
             assert (info.value.status_code, info.value.error_code) == (400, "AIS.0007")
             assert info.value.request_id
-    result = client.run_celebrity_recognition(sdk_operations(base64.b64encode(mirrored).decode())["celebrity_recognition"][1]).result
+    ops = sdk_operations(base64.b64encode(mirrored).decode())
+    result = client.run_celebrity_recognition(ops["celebrity_recognition"][1]).result
     assert [c.label for c in result] == ["Eileen Collins"]
     assert result[0].confidence > 0.9 and result[0].face_detail["w"] >= 40
+    # The typed models the SDK built: string confidences, float boxes in V2, int boxes in media tagging.
+    tags = client.run_image_tagging(ops["image_tagging"][1]).result.tags
+    person = next(t for t in tags if t.i18n_tag.en == "person")
+    assert person.type == "人类" and person.i18n_type.en == "Human" and isinstance(person.confidence, str)
+    assert isinstance(person.instances[0].bounding_box.width, float) and len(tags) <= 5
+    det = client.run_image_media_tagging_det(ops["media_tagging_det"][1]).result.tags
+    assert all(isinstance(i.bounding_box.top_left_x, int) for t in det for i in t.instances)
+    assert not hasattr(det[0], "i18n_type")  # the SDK model has no such field, and we send none
+    media = client.run_image_media_tagging(ops["media_tagging"][1]).result.tags
+    assert all(t.instances == [] for t in media) and any(t.tag == "person" for t in media)  # language=en
+    mains = client.run_image_main_object_detection(ops["main_object_detection"][1]).result
+    assert mains[0].label == "main_object_box" and float(mains[0].confidence) >= 30
 
 
 def test_official_sdk_is_refused_with_a_wrong_secret_or_a_foreign_project(service):
@@ -172,7 +185,7 @@ def test_request_level_errors(service, token):
     assert_error(post(service, token, CELEB, {"image": "QUFB" * (3 * 1024 * 1024)}), "APIG.0201", 413)
     assert_error(post(service, token, f"/v2/{PROJECT}/image/nothing", {}), "APIG.0101", 404)
     assert_error(httpx.get(service.base_url + CELEB), "AIS.0013", 405)
-    assert_error(post(service, token, f"/v2/{PROJECT}/image/tagging", {"image": base64.b64encode(jpeg).decode()}), "AIS.0007")
+    assert_error(post(service, token, f"/v2/{PROJECT}/image/recapture-detect", {"image": base64.b64encode(jpeg).decode()}), "AIS.0007")
 
 
 def test_url_inputs(service, token, file_server):

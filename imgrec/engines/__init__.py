@@ -11,29 +11,31 @@ from schemas.errors import ApiError
 log = logging.getLogger("imgrec.engines")
 
 
-def _dark_enhance(settings) -> Any:
-    from .dark_enhance import DarkEnhanceEngine
-
-    return DarkEnhanceEngine()
-
-
-def _defog(settings) -> Any:
-    from .defog import DefogEngine
-
-    return DefogEngine()
-
-
 def _celebrity(settings) -> Any:
     from .celebrity_recognition import CelebrityRecognitionEngine
 
     return CelebrityRecognitionEngine(settings.celebrity.gallery, settings.celebrity.match_distance)
 
 
+def _simple(module: str, cls: str) -> Callable[[Any], Any]:
+    def factory(settings) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
+
+    return factory
+
+
 # API name -> factory(settings). APIs missing here have no engine yet and answer AIS.0007.
 FACTORIES: dict[str, Callable[[Any], Any]] = {
-    "dark_enhance": _dark_enhance,
-    "defog": _defog,
+    "dark_enhance": _simple("dark_enhance", "DarkEnhanceEngine"),
+    "defog": _simple("defog", "DefogEngine"),
     "celebrity_recognition": _celebrity,
+    "image_tagging": _simple("image_tagging", "ImageTaggingEngine"),
+    "media_tagging": _simple("media_tagging", "MediaTaggingEngine"),
+    "media_tagging_det": _simple("media_tagging_det", "MediaTaggingDetEngine"),
+    "image_tagging_v1": _simple("image_tagging_v1", "ImageTaggingV1Engine"),
+    "main_object_detection": _simple("main_object_detection", "MainObjectDetectionEngine"),
 }
 
 

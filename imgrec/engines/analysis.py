@@ -1,0 +1,127 @@
+"""What the tagging and main-object engines see in one image: detector objects, faces and pixel tags.
+
+Computed once per request and formatted per endpoint by the thin engine modules.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from schemas.common import ImageSpec, decode_image_scaled
+
+from .detector import Detection, detector
+from .faces import face_models
+from .scene import Candidate, code_tags, colour_tags, document_tags, face_tags, lighting_tags
+
+WORK_SIDE = 1280  # decode at most this large: the detector works at 416 px, faces need some detail
+
+
+@dataclass
+class Analysis:
+    width: int  # of the original image (boxes are in its pixels)
+    height: int
+    detections: list[Detection]
+    faces: list
+    candidates: list[Candidate]  # objects first, then scene/concept tags
+
+
+def object_candidates(detections: list[Detection], scale: float) -> list[Candidate]:
+    by_class: dict[int, list[Detection]] = defaultdict(list)
+    for d in detections:
+        by_class[d.class_id].append(d)
+    out = []
+    for class_id, items in by_class.items():
+        en, zh, category = items[0].label
+        boxes = [(d.x1 * scale, d.y1 * scale, d.width * scale, d.height * scale, round(d.score * 100, 2))
+                 for d in items]
+        out.append(Candidate(en, zh, category, "object", round(max(d.score for d in items) * 100, 2), boxes))
+    return out
+
+
+def analyse(data: bytes, spec: ImageSpec, with_scene: bool = True, with_faces: bool = True) -> Analysis:
+    rgb, scale = decode_image_scaled(data, spec, max_side=WORK_SIDE)
+    if max(rgb.shape[:2]) > WORK_SIDE:
+        import cv2
+
+        shrink = WORK_SIDE / max(rgb.shape[:2])
+        rgb = cv2.resize(rgb, (max(1, round(rgb.shape[1] * shrink)), max(1, round(rgb.shape[0] * shrink))),
+                         interpolation=cv2.INTER_AREA)
+        scale /= shrink
+    detections = detector().detect(rgb)
+    faces = face_models().detect(rgb, upsample=0, with_descriptors=False) if with_faces else []
+    candidates = object_candidates(detections, scale)
+    faces = [type(f)(round(f.x * scale), round(f.y * scale), round(f.w * scale), round(f.h * scale), f.score)
+             for f in faces]  # in the original image's pixels, like every box we return
+    if with_scene:
+        candidates += face_tags(faces, (rgb.shape[0] * scale, rgb.shape[1] * scale))
+        candidates += lighting_tags(rgb) + colour_tags(rgb) + document_tags(rgb)
+        candidates += [_rescale(c, scale) for c in code_tags(rgb)]
+    width, height = round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)
+    scaled = [Detection(d.class_id, d.score, d.x1 * scale, d.y1 * scale, d.x2 * scale, d.y2 * scale) for d in detections]
+    return Analysis(width, height, scaled, faces, candidates)
+
+
+def _rescale(c: Candidate, scale: float) -> Candidate:
+    c.boxes = [(x * scale, y * scale, w * scale, h * scale, conf) for x, y, w, h, conf in c.boxes]
+    return c
+
+
+def ranked(candidates: list[Candidate], threshold: float, limit: int) -> list[Candidate]:
+    kept = [c for c in candidates if c.confidence >= threshold]
+    kept.sort(key=lambda c: -c.confidence)
+    return kept[:limit]
+
+
+def label(c: Candidate, language: str) -> str:
+    return c.zh if language == "zh" else c.en
+
+
+def clamp_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[float, float, float, float]:
+    x, y = max(0.0, x), max(0.0, y)
+    return x, y, max(0.0, min(w, width - x)), max(0.0, min(h, height - y))
+
+
+def iou(a, b) -> float:
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
+    ih = max(0.0, min(ay2, by2) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter + 1e-9)
+
+
+__all__ = ["Analysis", "analyse", "ranked", "label", "clamp_box", "iou", "np"]
+
+
+def tag_items(analysis: Analysis, params: dict, tag_model, instance_model=None, box_model=None,
+              with_i18n_type: bool = True, objects_only: bool = False) -> list:
+    """Format candidates as an endpoint's tag items (threshold, limit and language as the request says)."""
+    from schemas.common import fmt_confidence
+    from schemas.shapes import I18n
+
+    from .labels import CATEGORIES
+
+    language = params.get("language", "zh")
+    pool = [c for c in analysis.candidates if c.boxes] if objects_only else analysis.candidates
+    items = []
+    for c in ranked(pool, params["threshold"], params["limit"]):
+        zh_type, en_type = CATEGORIES[c.category]
+        fields = {"confidence": fmt_confidence(c.confidence), "type": zh_type if language == "zh" else en_type,
+                  "tag": label(c, language), "i18n_tag": I18n(zh=c.zh, en=c.en)}
+        if with_i18n_type:
+            fields["i18n_type"] = I18n(zh=zh_type, en=en_type)
+        if instance_model is not None:
+            instances = []
+            for x, y, w, h, conf in c.boxes:
+                if conf < params["threshold"]:
+                    continue
+                x, y, w, h = clamp_box(x, y, w, h, analysis.width, analysis.height)
+                if box_model.model_fields["width"].annotation is int:
+                    box = box_model(width=round(w), height=round(h), top_left_x=round(x), top_left_y=round(y))
+                else:
+                    box = box_model(width=round(w, 2), height=round(h, 2), top_left_x=round(x, 2), top_left_y=round(y, 2))
+                instances.append(instance_model(bounding_box=box, confidence=fmt_confidence(conf)))
+            fields["instances"] = instances
+        items.append(tag_model(**fields))
+    return items

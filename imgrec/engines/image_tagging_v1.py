@@ -1,0 +1,20 @@
+"""Image tagging V1: numeric confidences and the object / scene / concept type of the V1 reference."""
+from __future__ import annotations
+
+from schemas import image_tagging_v1 as schema
+from schemas.common import ParsedRequest
+from schemas.shapes import I18n
+
+from .analysis import analyse, label, ranked
+
+
+class ImageTaggingV1Engine:
+    api = schema.SPEC.name
+
+    def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
+        p = request.params
+        analysis = analyse(data, schema.SPEC.image)
+        tags = [schema.Tag(confidence=round(c.confidence, 2), tag=label(c, p["language"]), type=c.kind,
+                           i18n_tag=I18n(zh=c.zh, en=c.en))
+                for c in ranked(analysis.candidates, p["threshold"], p["limit"])]
+        return schema.Response(result=schema.Result(tags=tags))

@@ -1,0 +1,17 @@
+"""Media tagging (classification): the same tags as V2; `instances` stays empty, as the reference says."""
+from __future__ import annotations
+
+from schemas import media_tagging as schema
+from schemas.common import ParsedRequest
+
+from .analysis import analyse, tag_items
+
+
+class MediaTaggingEngine:
+    api = schema.SPEC.name
+
+    def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
+        tags = tag_items(analyse(data, schema.SPEC.image), request.params, schema.Tag)
+        for tag in tags:
+            tag.instances = []
+        return schema.Response(result=schema.Result(tags=tags))

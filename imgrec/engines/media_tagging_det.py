@@ -1,0 +1,17 @@
+"""Media tagging (detection): located things only (detector objects, faces, codes) with integer boxes."""
+from __future__ import annotations
+
+from schemas import media_tagging_det as schema
+from schemas.common import ParsedRequest
+from schemas.shapes import BoxInt, InstanceInt
+
+from .analysis import analyse, tag_items
+
+
+class MediaTaggingDetEngine:
+    api = schema.SPEC.name
+
+    def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
+        tags = tag_items(analyse(data, schema.SPEC.image), request.params, schema.Tag, InstanceInt, BoxInt,
+                         with_i18n_type=False, objects_only=True)
+        return schema.Response(result=schema.Result(tags=tags))

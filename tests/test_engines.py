@@ -1,0 +1,126 @@
+"""Engines on photographs no one here wrote (scikit-image) and on images with a known answer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+import schemas
+from imgrec.engines import EngineRegistry
+from imgrec.settings import Settings
+from tests.helpers import encode, photo
+
+
+@pytest.fixture(scope="module")
+def registry(gallery):
+    return EngineRegistry(Settings(celebrity={"gallery": gallery}))
+
+
+def run(registry, api, data: bytes, **params):
+    spec = schemas.spec(api)
+    return registry.get(api).run(data, spec.parse({"image": "eA==", **params})).to_wire()["result"]
+
+
+def tags_en(result) -> dict[str, float]:
+    return {t["i18n_tag"]["en"]: float(t["confidence"]) for t in result["tags"]}
+
+
+def test_detector_finds_what_the_photos_show(registry):
+    assert "cat" in tags_en(run(registry, "image_tagging", encode(photo("chelsea")), threshold=40.0))
+    astronaut = tags_en(run(registry, "image_tagging", encode(photo("astronaut")), threshold=40.0))
+    assert {"person", "Face"} <= set(astronaut)
+    assert "cup" in tags_en(run(registry, "image_tagging", encode(photo("coffee")), threshold=25.0))
+    camera = tags_en(run(registry, "image_tagging", encode(photo("camera")), threshold=60.0))
+    assert camera["person"] > 80 and camera["Black and white"] > 90
+    assert "person" not in tags_en(run(registry, "image_tagging", encode(photo("rocket")), threshold=20.0))
+
+
+def test_tagging_respects_threshold_limit_language(registry):
+    data = encode(photo("camera"))
+    everything = run(registry, "image_tagging", data, threshold=0.0)["tags"]
+    limited = run(registry, "image_tagging", data, threshold=0.0, limit=3)["tags"]
+    assert [t["tag"] for t in limited] == [t["tag"] for t in everything[:3]]
+    confidences = [float(t["confidence"]) for t in everything]
+    assert confidences == sorted(confidences, reverse=True)
+    strict = run(registry, "image_tagging", data, threshold=85.0)["tags"]
+    assert strict and all(float(t["confidence"]) >= 85 for t in strict)
+    english = run(registry, "image_tagging", data, threshold=80.0, language="en")["tags"]
+    assert {t["tag"] for t in english} >= {"person"} and {t["type"] for t in english} >= {"Human"}
+
+
+def test_boxes_are_in_original_pixels_whatever_the_size(registry):
+    small = photo("astronaut")
+    big = np.kron(small, np.ones((4, 4, 1), np.uint8))  # 2048 x 2048: decoded reduced, boxes scaled back
+    def person_box(data):
+        tags = run(registry, "image_tagging", data, threshold=50.0)["tags"]
+        return next(t for t in tags if t["i18n_tag"]["en"] == "person")["instances"][0]["bounding_box"]
+    a, b = person_box(encode(small)), person_box(encode(big))
+    assert abs(b["width"] / 4 - a["width"]) < 0.05 * a["width"]
+    assert abs(b["top_left_y"] / 4 - a["top_left_y"]) < 12
+
+
+def test_media_tagging_det_has_integer_boxes_and_only_located_things(registry):
+    result = run(registry, "media_tagging_det", encode(photo("astronaut")))
+    assert result["tags"] and all(t["instances"] for t in result["tags"])
+    assert all(isinstance(i["bounding_box"]["width"], int) for t in result["tags"] for i in t["instances"])
+    assert all("i18n_type" not in t for t in result["tags"])
+    media = run(registry, "media_tagging", encode(photo("astronaut")))
+    assert all(t["instances"] == [] for t in media["tags"]) and all("i18n_type" in t for t in media["tags"])
+
+
+def test_v1_tagging_types_and_numbers(registry):
+    tags = run(registry, "image_tagging_v1", encode(photo("camera")), threshold=20.0)["tags"]
+    assert {t["type"] for t in tags} <= {"object", "scene", "concept"} and isinstance(tags[0]["confidence"], float)
+
+
+def test_colour_and_light_tags_measure_what_they_say(registry):
+    blue = np.zeros((200, 300, 3), np.uint8)
+    blue[:] = (20, 60, 220)
+    blue[:, 225:] = (230, 230, 230)  # a quarter white
+    tags = tags_en(run(registry, "image_tagging", encode(blue, "PNG"), threshold=0.0))
+    assert abs(tags["Blue"] - 75) < 3 and abs(tags["White"] - 25) < 3
+    dark = (photo("chelsea").astype(np.float32) * 0.1).astype(np.uint8)
+    assert tags_en(run(registry, "image_tagging", encode(dark), threshold=0.0))["Low light"] > 70
+
+
+def test_qr_codes_and_documents(registry):
+    import cv2
+
+    qr = cv2.QRCodeEncoder.create().encode("https://example.com/product/42")
+    qr = cv2.resize(qr, None, fx=8, fy=8, interpolation=cv2.INTER_NEAREST)
+    canvas = np.full((600, 600), 255, np.uint8)
+    canvas[50:50 + qr.shape[0], 50:50 + qr.shape[1]] = qr
+    tags = tags_en(run(registry, "image_tagging", encode(np.stack([canvas] * 3, -1), "PNG"), threshold=50.0))
+    assert tags["QR code"] == 99.0
+    page = Image.new("RGB", (800, 1000), "white")
+    draw = ImageDraw.Draw(page)
+    for line in range(30):
+        draw.text((60, 40 + line * 30), "Invoice 2026-11 line item %d  quantity 3  price 42.00" % line, fill="black")
+    assert tags_en(run(registry, "image_tagging", encode(np.asarray(page)), threshold=20.0))["Document"] > 20
+    assert "Document" not in tags_en(run(registry, "image_tagging", encode(photo("chelsea")), threshold=0.0))
+
+
+def test_main_object_is_the_subject(registry):
+    result = run(registry, "main_object_detection", encode(photo("astronaut")))
+    main = next(r for r in result if r["label"] == "main_object_box")["location"]
+    assert main["height"] > 400 and main["top_left_x"] < 50  # the astronaut, not her face or the flag
+    assert {r["label"] for r in result} <= {"main_object_box", "bounding_box"}
+    assert run(registry, "main_object_detection", encode(photo("chelsea")), threshold=99.0) == []
+
+
+def test_celebrity_threshold_and_empty_gallery(registry):
+    data = encode(np.ascontiguousarray(photo("astronaut")[:, ::-1]))
+    assert run(registry, "celebrity_recognition", data)[0]["label"] == "Eileen Collins"
+    assert run(registry, "celebrity_recognition", encode(photo("chelsea")), threshold=0.1) == []
+    empty = EngineRegistry(Settings())
+    assert empty.get("celebrity_recognition").run(data, schemas.spec("celebrity_recognition").parse({"image": "eA=="})).result == []
+
+
+def test_engines_refuse_damaged_input(registry):
+    from schemas.errors import ApiError
+
+    jpeg = encode(photo("coffee"))
+    for api in ("image_tagging", "main_object_detection", "dark_enhance"):
+        with pytest.raises(ApiError) as info:
+            run(registry, api, jpeg[: len(jpeg) // 4])
+        assert info.value.code == "AIS.0503"
