@@ -26,6 +26,17 @@ def gallery(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def music_library(tmp_path_factory):
+    """Three synthetic 20-second pieces, stored as m4a like a real music folder."""
+    from tests.helpers import song, write_media
+
+    root = tmp_path_factory.mktemp("music")
+    for seed, title in enumerate(["Harbour Lights", "Paper Kites", "Slow Orbit"]):
+        write_media(song(seed, 20.0), 22050, root / f"{title}.m4a", with_video=False)
+    return root
+
+
+@pytest.fixture(scope="session")
 def file_server(photos):
     server = FileServer({f"{name}.jpg": data for name, data in photos.items()} | {"empty.jpg": b""},
                         redirect_to="http://127.0.0.1:9/secret")
@@ -34,9 +45,12 @@ def file_server(photos):
 
 
 @pytest.fixture(scope="session")
-def service(tmp_path_factory, gallery, file_server):
+def service(tmp_path_factory, gallery, file_server, music_library):
     folder = tmp_path_factory.mktemp("service")
     extra = f"""
+[bgm]
+library = "{music_library}"
+
 [url_fetch]
 allow = ["127.0.0.1:{file_server.port}"]
 timeout_seconds = 3

@@ -207,3 +207,63 @@ def read_table(out, table: str, where: str = "") -> list[dict]:
     rel = con.sql(f"SELECT * FROM read_parquet('{out}/{table}/**/*.parquet', hive_partitioning=true) {where}")
     cols = rel.columns
     return [dict(zip(cols, row)) for row in rel.fetchall()]
+
+
+def song(seed: int, seconds: float = 30.0, rate: int = 22050) -> np.ndarray:
+    """A synthetic piece: a random melody with harmonics over a bass line and noise-burst drums."""
+    rng = np.random.default_rng(seed)
+    t_note = 0.25
+    notes = rng.integers(48, 84, int(seconds / t_note))
+    bass = rng.integers(36, 48, int(seconds / (4 * t_note)))
+    out = np.zeros(int(seconds * rate), np.float32)
+    n = int(t_note * rate)
+    env = np.exp(-np.linspace(0, 4, n)).astype(np.float32)
+    t = np.arange(n) / rate
+    for i, midi in enumerate(notes):
+        f = 440.0 * 2 ** ((midi - 69) / 12)
+        tone = sum(np.sin(2 * np.pi * f * k * t) / k for k in (1, 2, 3))
+        out[i * n:(i + 1) * n] += 0.3 * env * tone
+    for i, midi in enumerate(bass):
+        f = 440.0 * 2 ** ((midi - 69) / 12)
+        start = i * 4 * n
+        seg = out[start:start + 4 * n]
+        tt = np.arange(len(seg)) / rate
+        seg += 0.25 * np.sin(2 * np.pi * f * tt).astype(np.float32)
+    for i in range(0, len(out), 2 * n):
+        burst = rng.normal(0, 0.2, min(n // 4, len(out) - i)).astype(np.float32)
+        out[i:i + len(burst)] += burst * np.exp(-np.linspace(0, 6, len(burst))).astype(np.float32)
+    return out / np.abs(out).max() * 0.8
+
+
+def write_media(samples: np.ndarray, rate: int, path, fmt: str = "mp4", with_video: bool = True) -> None:
+    """Encode mono float samples as AAC in an mp4 (with a small video track, like a real clip)."""
+    import av
+
+    with av.open(str(path), "w", format=fmt) as container:
+        video = None
+        if with_video:
+            video = container.add_stream("mpeg4", rate=5)
+            video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("aac", rate=rate)
+        audio.layout = "mono"
+        frame_size = 1024
+        for start in range(0, len(samples), frame_size):
+            chunk = samples[start:start + frame_size]
+            if len(chunk) < frame_size:
+                chunk = np.pad(chunk, (0, frame_size - len(chunk)))
+            frame = av.AudioFrame.from_ndarray(chunk[None, :].astype(np.float32), format="fltp", layout="mono")
+            frame.rate = rate
+            frame.pts = start
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in audio.encode(None):
+            container.mux(packet)
+        if video is not None:
+            for i in range(int(len(samples) / rate * 5)):
+                img = np.full((48, 64, 3), (i * 7) % 255, np.uint8)
+                vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+                vf.pts = i
+                for packet in video.encode(vf):
+                    container.mux(packet)
+            for packet in video.encode(None):
+                container.mux(packet)

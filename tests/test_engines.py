@@ -124,3 +124,25 @@ def test_engines_refuse_damaged_input(registry):
         with pytest.raises(ApiError) as info:
             run(registry, api, jpeg[: len(jpeg) // 4])
         assert info.value.code == "AIS.0503"
+
+
+def test_bgm_recognises_a_noisy_quiet_clip_from_the_middle(music_library, tmp_path):
+    from imgrec.engines.bgm_recognition import BgmRecognitionEngine
+    from tests.helpers import song, write_media
+
+    engine = BgmRecognitionEngine(music_library)
+    spec = schemas.spec("bgm_recognition")
+    request = spec.parse({"url": "https://example.com/clip.mp4"})
+    rng = np.random.default_rng(5)
+    clip = song(1, 20.0)[22050 * 7:22050 * 15] * 0.25  # 8 s from the middle, 12 dB quieter
+    noisy = clip + rng.normal(0, clip.std() / np.sqrt(10 ** 0.5), len(clip)).astype(np.float32)  # 5 dB SNR
+    write_media(noisy, 22050, tmp_path / "clip.mp4")
+    assert engine.run((tmp_path / "clip.mp4").read_bytes(), request).result.audio_name == "Paper Kites"
+    write_media(song(77, 8.0), 22050, tmp_path / "unknown.mp4")
+    assert engine.run((tmp_path / "unknown.mp4").read_bytes(), request).result.audio_name == ""
+    assert BgmRecognitionEngine(None).run((tmp_path / "clip.mp4").read_bytes(), request).result.audio_name == ""
+    write_media(noisy, 22050, tmp_path / "clip.mkv", fmt="matroska")
+    from schemas.errors import ApiError
+    with pytest.raises(ApiError) as info:
+        engine.run((tmp_path / "clip.mkv").read_bytes(), request)
+    assert info.value.code == "AIS.0021"

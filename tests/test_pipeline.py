@@ -73,7 +73,9 @@ async def test_bucket_run_in_process_is_incremental(prefect_api, bucket, config,
     out = tmp_path / "warehouse"
     source = f"s3://{bucket}/"
     apis = ["celebrity_recognition", "image_tagging", "main_object_detection"]
-    first = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7, apis=apis)
+    params = {"image_tagging": {"threshold": 30.0}}
+    first = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7, apis=apis,
+                                  params=params)
     check_first_run(out, first, catalog_keys(), apis)
     tags = read_table(out, "tags", "WHERE key = 'photos/chelsea.jpg'")
     assert "cat" in {t["tag_en"] for t in tags} and {t["language"] for t in tags} == {"zh"}
@@ -82,12 +84,14 @@ async def test_bucket_run_in_process_is_incremental(prefect_api, bucket, config,
     mains = read_table(out, "main_objects", "WHERE label = 'main_object_box'")
     assert {m["key"] for m in mains} >= {"photos/astronaut.jpg", "photos/chelsea.jpg"}
 
-    second = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7, apis=apis)
+    second = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7, apis=apis,
+                                   params=params)
     assert second["status"] == {"ok": 0, "failed": 0, "invalid": 0, "skipped": len(catalog_keys())}
     assert second["calls"] == 0
 
     upload(bucket, {"photos/new/chelsea-again.jpg": encode(photo("chelsea")[::2, ::2].copy())})
-    third = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7, apis=apis)
+    third = await catalog_tagging(source=source, out=str(out), config=str(config), shard_size=7, apis=apis,
+                                  params=params)
     assert third["status"]["ok"] == 1 and third["calls"] == 3
 
     images = read_table(out, "images")
@@ -99,7 +103,7 @@ async def test_bucket_run_in_process_is_incremental(prefect_api, bucket, config,
 
     # A forced backfill of one prefix redoes exactly that prefix.
     forced = await backfill(source=source, prefix="photos/png/", force=True, out=str(out), config=str(config),
-                            apis=apis)
+                            apis=apis, params=params)
     assert forced["status"]["ok"] == 5 and forced["status"]["skipped"] == 0
 
 

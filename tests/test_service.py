@@ -229,3 +229,16 @@ def test_defog_multipart_returns_the_file(service, token):
     assert resp.status_code == 200 and resp.headers["content-type"] == "image/png"
     out = np.asarray(Image.open(io.BytesIO(resp.content))).astype(np.float32) / 255
     assert np.abs(out - clear).mean() < np.abs(hazy / 255 - clear).mean()
+
+
+def test_bgm_over_http(service, token, file_server, tmp_path):
+    from tests.helpers import song, write_media
+
+    clip = song(2, 20.0)[22050 * 5:22050 * 13] * 0.5
+    write_media(clip, 22050, tmp_path / "clip.mp4")
+    file_server.files["clip.mp4"] = (tmp_path / "clip.mp4").read_bytes()
+    resp = post(service, token, "/v1.0/bgm/recognition", {"url": file_server.base_url + "/clip.mp4"})
+    assert resp.status_code == 200 and resp.json() == {"result": {"audio_name": "Slow Orbit"}}
+    file_server.files["photo.mp4"] = encode(photo("coffee"))
+    assert_error(post(service, token, "/v1.0/bgm/recognition", {"url": file_server.base_url + "/photo.mp4"}), "AIS.0021")
+    assert_error(post(service, token, "/v1.0/bgm/recognition", {"image": "aGVsbG8="}), "AIS.0012")

@@ -26,6 +26,12 @@ def _simple(module: str, cls: str) -> Callable[[Any], Any]:
     return factory
 
 
+def _bgm(settings) -> Any:
+    from .bgm_recognition import BgmRecognitionEngine
+
+    return BgmRecognitionEngine(settings.bgm.library)
+
+
 # API name -> factory(settings). APIs missing here have no engine yet and answer AIS.0007.
 FACTORIES: dict[str, Callable[[Any], Any]] = {
     "dark_enhance": _simple("dark_enhance", "DarkEnhanceEngine"),
@@ -36,6 +42,7 @@ FACTORIES: dict[str, Callable[[Any], Any]] = {
     "media_tagging_det": _simple("media_tagging_det", "MediaTaggingDetEngine"),
     "image_tagging_v1": _simple("image_tagging_v1", "ImageTaggingV1Engine"),
     "main_object_detection": _simple("main_object_detection", "MainObjectDetectionEngine"),
+    "bgm_recognition": _bgm,
 }
 
 
