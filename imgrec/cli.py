@@ -31,6 +31,8 @@ def serve(
     import uvicorn
 
     settings = Settings.load(config)
+    if config is not None:
+        os.environ["IMGREC_CONFIG"] = str(config.resolve())  # uvicorn's worker processes load it again
     if settings.auth.token_secret is None:
         # Every worker must verify every token: share one secret through the environment.
         os.environ.setdefault("IMGREC_AUTH__TOKEN_SECRET", secrets.token_hex(32))

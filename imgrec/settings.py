@@ -7,6 +7,7 @@ Huawei SDK variable names are honoured for the HTTP backend's credentials (HUAWE
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +16,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 MB = 1024 * 1024
+_config_file: ContextVar[str | None] = ContextVar("imgrec_config_file", default=None)
 
 
 class Credential(BaseModel):
@@ -108,6 +110,7 @@ class Settings(BaseSettings):
     client: ClientSettings = ClientSettings()
     pipeline: PipelineSettings = PipelineSettings()
     engines: dict[str, dict[str, Any]] = {}  # per-engine options (enabled = false switches one off)
+    models: dict[str, dict[str, Any]] = {}  # bring-your-own ONNX models: see imgrec/engines/plugins.py
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -116,9 +119,12 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls, config: str | Path | None = None, **overrides: Any) -> "Settings":
-        if config is not None:
-            os.environ["IMGREC_CONFIG"] = str(config)
-        settings = cls(**overrides)
+        """Settings from `config` (else the IMGREC_CONFIG file, if set), the environment and overrides."""
+        token = _config_file.set(str(config) if config is not None else os.environ.get("IMGREC_CONFIG"))
+        try:
+            settings = cls(**overrides)
+        finally:
+            _config_file.reset(token)
         _apply_huawei_env(settings.client)
         return settings
 
@@ -128,7 +134,7 @@ class _TomlSource(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = os.environ.get("IMGREC_CONFIG")
+        path = _config_file.get()
         if not path:
             return {}
         file = Path(path)
@@ -141,6 +147,10 @@ class _TomlSource(PydanticBaseSettingsSource):
             value = data.get(section, {}).get(key)
             if value and not Path(value).is_absolute():
                 data[section][key] = str((base / value).resolve())
+        for model in data.get("models", {}).values():
+            for key in ("path", "labels"):
+                if model.get(key) and not Path(model[key]).is_absolute():
+                    model[key] = str((base / model[key]).resolve())
         return data
 
 

@@ -146,3 +146,49 @@ def test_bgm_recognises_a_noisy_quiet_clip_from_the_middle(music_library, tmp_pa
     with pytest.raises(ApiError) as info:
         engine.run((tmp_path / "clip.mkv").read_bytes(), request)
     assert info.value.code == "AIS.0021"
+
+
+def _tiny_models(folder):
+    """A 2-class colour classifier and a one-box YOLOv5-style detector, built as real ONNX graphs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def save(nodes, inits, out_shape, name):
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, None, None])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                                  initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, folder / f"{name}.onnx")
+
+    w = np.array([[10, -10], [-10, 10], [0, 0]], np.float32)  # (R, G, B) means -> (red, green) logits
+    save([helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+          helper.make_node("Gemm", ["f", "w", "b"], ["y"])], {"w": w, "b": np.zeros(2, np.float32)}, [1, 2], "clf")
+    (folder / "clf.csv").write_text("Red widget,红色部件,home\nGreen widget,绿色部件,home\n")
+    # objectness = mean of the red channel; box fixed at the centre of the 640-px input; one class.
+    save([helper.make_node("Slice", ["x", "s0", "s1", "ax"], ["r"]),
+          helper.make_node("ReduceMean", ["r"], ["m"], keepdims=0),
+          helper.make_node("Reshape", ["m", "shape"], ["obj"]),
+          helper.make_node("Concat", ["box", "obj", "cls"], ["y"], axis=2)],
+         {"s0": np.array([0], np.int64), "s1": np.array([1], np.int64), "ax": np.array([1], np.int64),
+          "shape": np.array([1, 1, 1], np.int64), "box": np.array([[[320, 320, 200, 100]]], np.float32),
+          "cls": np.array([[[1.0]]], np.float32)}, [1, 1, 6], "yolo")
+    (folder / "yolo.csv").write_text("Box,盒子,home\n")
+
+
+def test_bring_your_own_onnx_models(tmp_path):
+    _tiny_models(tmp_path)
+    config = tmp_path / "imgrec.toml"
+    config.write_text('[models.classifier]\npath = "clf.onnx"\nlabels = "clf.csv"\ninput_size = 32\n'
+                      'mean = [0, 0, 0]\nstd = [1, 1, 1]\n\n[models.detector]\npath = "yolo.onnx"\nlabels = "yolo.csv"\n')
+    registry = EngineRegistry(Settings.load(config))
+    red = np.zeros((640, 640, 3), np.uint8)
+    red[..., 0] = 230
+    tags = run(registry, "image_tagging", encode(red, "PNG"), threshold=50.0)["tags"]
+    by_name = {t["i18n_tag"]["en"]: t for t in tags}
+    assert float(by_name["Red widget"]["confidence"]) > 99 and "Green widget" not in by_name
+    box = by_name["Box"]["instances"][0]["bounding_box"]
+    assert (box["top_left_x"], box["top_left_y"], box["width"], box["height"]) == (220, 270, 200, 100)
+    assert abs(float(by_name["Box"]["confidence"]) - 90.2) < 0.5  # objectness = red mean 230/255
+    mains = run(registry, "main_object_detection", encode(red, "PNG"))
+    assert any(m["location"]["width"] == 200 for m in mains)

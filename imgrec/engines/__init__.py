@@ -32,17 +32,31 @@ def _bgm(settings) -> Any:
     return BgmRecognitionEngine(settings.bgm.library)
 
 
+def _analysing(module: str, cls: str) -> Callable[[Any], Any]:
+    """Engines built on analysis.py also get the configured bring-your-own models."""
+    def factory(settings) -> Any:
+        import importlib
+
+        from .plugins import load_plugins
+
+        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(tuple(load_plugins(settings.models)))
+
+    return factory
+
+
 # API name -> factory(settings). APIs missing here have no engine yet and answer AIS.0007.
 FACTORIES: dict[str, Callable[[Any], Any]] = {
     "dark_enhance": _simple("dark_enhance", "DarkEnhanceEngine"),
     "defog": _simple("defog", "DefogEngine"),
     "celebrity_recognition": _celebrity,
-    "image_tagging": _simple("image_tagging", "ImageTaggingEngine"),
-    "media_tagging": _simple("media_tagging", "MediaTaggingEngine"),
-    "media_tagging_det": _simple("media_tagging_det", "MediaTaggingDetEngine"),
-    "image_tagging_v1": _simple("image_tagging_v1", "ImageTaggingV1Engine"),
-    "main_object_detection": _simple("main_object_detection", "MainObjectDetectionEngine"),
+    "image_tagging": _analysing("image_tagging", "ImageTaggingEngine"),
+    "media_tagging": _analysing("media_tagging", "MediaTaggingEngine"),
+    "media_tagging_det": _analysing("media_tagging_det", "MediaTaggingDetEngine"),
+    "image_tagging_v1": _analysing("image_tagging_v1", "ImageTaggingV1Engine"),
+    "main_object_detection": _analysing("main_object_detection", "MainObjectDetectionEngine"),
     "bgm_recognition": _bgm,
+    "super_resolution": _simple("super_resolution", "SuperResolutionEngine"),
+    "recapture_detect": _simple("recapture_detect", "RecaptureDetectEngine"),
 }
 
 

@@ -40,7 +40,8 @@ def object_candidates(detections: list[Detection], scale: float) -> list[Candida
     return out
 
 
-def analyse(data: bytes, spec: ImageSpec, with_scene: bool = True, with_faces: bool = True) -> Analysis:
+def analyse(data: bytes, spec: ImageSpec, with_scene: bool = True, with_faces: bool = True,
+            plugins: tuple = ()) -> Analysis:
     rgb, scale = decode_image_scaled(data, spec, max_side=WORK_SIDE)
     if max(rgb.shape[:2]) > WORK_SIDE:
         import cv2
@@ -54,13 +55,15 @@ def analyse(data: bytes, spec: ImageSpec, with_scene: bool = True, with_faces: b
     candidates = object_candidates(detections, scale)
     faces = [type(f)(round(f.x * scale), round(f.y * scale), round(f.w * scale), round(f.h * scale), f.score)
              for f in faces]  # in the original image's pixels, like every box we return
+    height, width = rgb.shape[0] * scale, rgb.shape[1] * scale
+    candidates += [c for c in face_tags(faces, (height, width)) if with_scene or c.boxes]
+    for plugin in plugins:  # bring-your-own ONNX models (plugins.py)
+        candidates += [_rescale(c, scale) for c in plugin.candidates(rgb)]
     if with_scene:
-        candidates += face_tags(faces, (rgb.shape[0] * scale, rgb.shape[1] * scale))
         candidates += lighting_tags(rgb) + colour_tags(rgb) + document_tags(rgb)
         candidates += [_rescale(c, scale) for c in code_tags(rgb)]
-    width, height = round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)
     scaled = [Detection(d.class_id, d.score, d.x1 * scale, d.y1 * scale, d.x2 * scale, d.y2 * scale) for d in detections]
-    return Analysis(width, height, scaled, faces, candidates)
+    return Analysis(round(width), round(height), scaled, faces, candidates)
 
 
 def _rescale(c: Candidate, scale: float) -> Candidate:

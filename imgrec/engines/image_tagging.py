@@ -11,6 +11,9 @@ from .analysis import analyse, tag_items
 class ImageTaggingEngine:
     api = schema.SPEC.name
 
+    def __init__(self, plugins: tuple = ()):
+        self.plugins = plugins
+
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
-        tags = tag_items(analyse(data, schema.SPEC.image), request.params, schema.Tag, InstanceFloat, BoxFloat)
+        tags = tag_items(analyse(data, schema.SPEC.image, plugins=self.plugins), request.params, schema.Tag, InstanceFloat, BoxFloat)
         return schema.Response(result=schema.Result(tags=tags))

@@ -11,9 +11,12 @@ from .analysis import analyse, label, ranked
 class ImageTaggingV1Engine:
     api = schema.SPEC.name
 
+    def __init__(self, plugins: tuple = ()):
+        self.plugins = plugins
+
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         p = request.params
-        analysis = analyse(data, schema.SPEC.image)
+        analysis = analyse(data, schema.SPEC.image, plugins=self.plugins)
         tags = [schema.Tag(confidence=round(c.confidence, 2), tag=label(c, p["language"]), type=c.kind,
                            i18n_tag=I18n(zh=c.zh, en=c.en))
                 for c in ranked(analysis.candidates, p["threshold"], p["limit"])]

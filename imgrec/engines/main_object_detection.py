@@ -50,14 +50,14 @@ def saliency_box(rgb: np.ndarray) -> tuple[tuple[float, float, float, float], fl
 class MainObjectDetectionEngine:
     api = schema.SPEC.name
 
+    def __init__(self, plugins: tuple = ()):
+        self.plugins = plugins
+
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         threshold = request.params["threshold"]
-        a = analyse(data, schema.SPEC.image, with_scene=False)
-        boxes: list[tuple[tuple[float, float, float, float], float]] = [
-            ((d.x1, d.y1, d.width, d.height), d.score * 100) for d in a.detections]
-        # A face is a subject too; HOG's margin becomes a probability as in the scene tags.
-        boxes += [((f.x, f.y, f.w, f.h), 100.0 / (1.0 + math.exp(-2.0 * f.score))) for f in a.faces
-                  if not any(iou((f.x, f.y, f.w, f.h), b) > 0.5 for b, _ in boxes)]
+        a = analyse(data, schema.SPEC.image, with_scene=False, plugins=self.plugins)
+        # Subjects: every located object (detector, plug-in detector) and face, with its own confidence.
+        boxes = [((x, y, w, h), conf) for c in a.candidates if c.kind == "object" for x, y, w, h, conf in c.boxes]
         candidates = [(b, c) for b, c in boxes if c >= threshold]
         area = float(a.width * a.height) or 1.0
 

@@ -10,8 +10,11 @@ from .analysis import analyse, tag_items
 class MediaTaggingEngine:
     api = schema.SPEC.name
 
+    def __init__(self, plugins: tuple = ()):
+        self.plugins = plugins
+
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
-        tags = tag_items(analyse(data, schema.SPEC.image), request.params, schema.Tag)
+        tags = tag_items(analyse(data, schema.SPEC.image, plugins=self.plugins), request.params, schema.Tag)
         for tag in tags:
             tag.instances = []
         return schema.Response(result=schema.Result(tags=tags))

@@ -11,7 +11,10 @@ from .analysis import analyse, tag_items
 class MediaTaggingDetEngine:
     api = schema.SPEC.name
 
+    def __init__(self, plugins: tuple = ()):
+        self.plugins = plugins
+
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
-        tags = tag_items(analyse(data, schema.SPEC.image), request.params, schema.Tag, InstanceInt, BoxInt,
+        tags = tag_items(analyse(data, schema.SPEC.image, plugins=self.plugins), request.params, schema.Tag, InstanceInt, BoxInt,
                          with_i18n_type=False, objects_only=True)
         return schema.Response(result=schema.Result(tags=tags))

@@ -1,0 +1,99 @@
+"""Features that separate a first-hand photo from a photo of a screen or of a print.
+
+Recapture leaves periodic structure that a camera photo of a real scene lacks: a display's subpixel grid
+and its moiré with the camera's sensor, a print's halftone dot screen; and it changes tone (glare, flattened
+contrast, raised black level). We measure:
+- spectral peakiness of the high-passed luminance and of the chroma differences (R-G, B-G) in six radial
+  bands: log(max / median) and the share of energy in the top 0.2% of bins (periodic patterns make sharp peaks);
+- the noise residual's spread and tails; Laplacian sharpness;
+- tone: black level, highlight clipping, contrast, saturation, and a smooth-illumination (glare) gradient.
+The same function feeds training (training/train_recapture.py) and the engine.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+PATCH = 256
+BANDS = (0.04, 0.08, 0.14, 0.22, 0.32, 0.42, 0.5)  # radial frequency band edges, cycles/pixel
+
+
+def _radius_grid(n: int) -> np.ndarray:
+    f = np.fft.fftfreq(n)
+    return np.sqrt(f[:, None] ** 2 + f[None, :] ** 2)
+
+
+_RADIUS = _radius_grid(PATCH)
+_WINDOW = np.outer(np.hanning(PATCH), np.hanning(PATCH)).astype(np.float32)
+
+
+def _patches(img: np.ndarray, count: int = 4) -> list[np.ndarray]:
+    h, w = img.shape[:2]
+    if h < PATCH or w < PATCH:
+        import cv2
+
+        scale = PATCH / min(h, w)
+        img = cv2.resize(img, (max(PATCH, round(w * scale)), max(PATCH, round(h * scale))),
+                         interpolation=cv2.INTER_LINEAR)
+        h, w = img.shape[:2]
+    ys = np.linspace(0, h - PATCH, 2).astype(int)
+    xs = np.linspace(0, w - PATCH, 2).astype(int)
+    return [img[y:y + PATCH, x:x + PATCH] for y in ys for x in xs][:count]
+
+
+def _spectral(channel_patches: list[np.ndarray]) -> list[float]:
+    feats = np.zeros((len(channel_patches), 2 * (len(BANDS) - 1)), np.float32)
+    for k, patch in enumerate(channel_patches):
+        p = patch - patch.mean()
+        power = np.abs(np.fft.fft2(p * _WINDOW)) ** 2 + 1e-9
+        for b in range(len(BANDS) - 1):
+            band = power[(_RADIUS >= BANDS[b]) & (_RADIUS < BANDS[b + 1])]
+            top = np.sort(band)[-max(1, band.size // 500):]
+            feats[k, 2 * b] = np.log(band.max() / np.median(band))
+            feats[k, 2 * b + 1] = top.sum() / band.sum()
+    return list(feats.max(axis=0))  # the strongest periodicity anywhere in the image
+
+
+def features(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    scale = 768 / max(h, w)
+    if scale < 1:
+        rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    img = rgb.astype(np.float32) / 255.0
+    gray = img.mean(axis=2)
+    high = gray - cv2.GaussianBlur(gray, (0, 0), 2.0)
+    rg = img[..., 0] - img[..., 1]
+    bg = img[..., 2] - img[..., 1]
+    out: list[float] = []
+    out += _spectral(_patches(high))
+    out += _spectral(_patches(rg - cv2.GaussianBlur(rg, (0, 0), 2.0)))
+    out += _spectral(_patches(bg - cv2.GaussianBlur(bg, (0, 0), 2.0)))
+    residual = gray - cv2.medianBlur((gray * 255).astype(np.uint8), 3).astype(np.float32) / 255.0
+    r_std = float(residual.std()) + 1e-6
+    out += [np.log(r_std), float(np.mean(np.abs(residual) > 3 * r_std)),
+            float(np.log(cv2.Laplacian(gray, cv2.CV_32F).var() + 1e-9))]
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(np.float32) / 255.0
+    lo, hi = np.percentile(gray, [1, 99])
+    illumination = cv2.resize(cv2.resize(gray, (8, 8), interpolation=cv2.INTER_AREA), (8, 8))
+    out += [float(lo), float(hi), float(hi - lo), float((gray > 0.98).mean()), float(hsv[..., 1].mean()),
+            float(hsv[..., 1].std()), float(illumination.max() - illumination.min())]
+    return np.asarray(out, np.float32)
+
+
+class Classifier:
+    """A small MLP (features -> 32 tanh -> 1 sigmoid) stored as plain numpy arrays."""
+
+    def __init__(self, params: dict[str, np.ndarray]):
+        self.p = params
+
+    @classmethod
+    def load(cls, path) -> "Classifier":
+        with np.load(path) as data:
+            return cls({k: data[k] for k in data.files})
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        z = (np.atleast_2d(x) - self.p["mean"]) / self.p["std"]
+        hidden = np.tanh(z @ self.p["w1"] + self.p["b1"])
+        logit = hidden @ self.p["w2"] + self.p["b2"]
+        return 1.0 / (1.0 + np.exp(-logit.reshape(-1)))
