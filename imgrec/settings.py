@@ -67,6 +67,31 @@ class ServiceSettings(BaseModel):
     # The reference: AK/SK and token requests carry bodies of at most 12 MB.
     max_body_bytes: int = 12 * MB
     engine_threads: int = 2  # engine calls run in a bounded thread pool
+    rate_limit_per_second: float = 0.0  # gateway throttling (429 APIG.0308) per worker process; 0 = off
+
+
+class SimulateSettings(BaseModel):
+    """Latency simulation: no model work, the endpoint's empty result after `latency_ms` (+/- jitter)."""
+
+    enabled: bool = False
+    latency_ms: float = 100.0
+    jitter_ms: float = 0.0
+
+
+class FaultSettings(BaseModel):
+    """Fault injection: shares of requests that fail in each way (see service/simulate.py)."""
+
+    rate_429: float = 0.0
+    rate_500: float = 0.0
+    rate_slow: float = 0.0
+    slow_seconds: float = 30.0
+    rate_reset: float = 0.0
+    rate_bad_json: float = 0.0
+    seed: int | None = None
+
+    @property
+    def any(self) -> bool:
+        return any((self.rate_429, self.rate_500, self.rate_slow, self.rate_reset, self.rate_bad_json))
 
 
 class ClientSettings(BaseModel):
@@ -111,6 +136,8 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = PipelineSettings()
     engines: dict[str, dict[str, Any]] = {}  # per-engine options (enabled = false switches one off)
     models: dict[str, dict[str, Any]] = {}  # bring-your-own ONNX models: see imgrec/engines/plugins.py
+    simulate: SimulateSettings = SimulateSettings()  # benchmarks and tests only: see service/simulate.py
+    faults: FaultSettings = FaultSettings()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

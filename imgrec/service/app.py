@@ -5,8 +5,10 @@ Request bodies are read in chunks and refused (APIG.0201) as soon as they pass t
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import random
 import json
 import logging
 import time
@@ -25,6 +27,7 @@ from schemas.errors import ApiError
 from ..engines.base import ImageOutput
 from ..recognizer import Recognizer
 from ..settings import Settings
+from . import simulate
 from .auth import Authenticator
 
 log = logging.getLogger("imgrec.service")
@@ -123,6 +126,16 @@ class ImageRecognitionService:
         self.recognizer = Recognizer(settings)
         self.limit = settings.service.max_body_bytes
         self.started = time.time()
+        rate = settings.service.rate_limit_per_second
+        self.gateway = simulate.GatewayLimiter(rate) if rate > 0 else None
+        self.faults = simulate.FaultInjector(settings.faults) if settings.faults.any else None
+        self.simulating = settings.simulate.enabled
+        self._rng = random.Random(settings.faults.seed)
+        if self.simulating:
+            log.warning("SIMULATION MODE: no recognition runs; every API answers an empty result after %.0f ms",
+                        settings.simulate.latency_ms)
+        if self.faults:
+            log.warning("FAULT INJECTION is on: %s", settings.faults)
 
     def routes(self) -> list[Route]:
         routes = [Route(spec.path, self._handler(spec), methods=["POST"]) for spec in schemas.SPECS.values()]
@@ -132,6 +145,20 @@ class ImageRecognitionService:
             Route("/ready", self.ready, methods=["GET"]),
         ]
         return routes
+
+    async def _inject(self, request: Request) -> Response | None:
+        kind = self.faults.pick()
+        if kind == "429":
+            return error_response(ApiError.of("APIG.0308"), request)
+        if kind == "500":
+            return error_response(ApiError.of("AIP.0500"), request)
+        if kind == "slow":
+            await asyncio.sleep(self.settings.faults.slow_seconds)
+        if kind == "bad_json":
+            return Response(b'{"result": {"tags": [{"confidence": "9', media_type="application/json")
+        if kind == "reset":
+            return _ResetResponse()
+        return None
 
     async def tokens(self, request: Request) -> Response:
         try:
@@ -151,6 +178,10 @@ class ImageRecognitionService:
     def _handler(self, spec: ApiSpec):
         async def handle(request: Request) -> Response:
             try:
+                if self.faults is not None:
+                    injected = await self._inject(request)
+                    if injected is not None:
+                        return injected
                 return await self._handle(spec, request)
             except ApiError as err:
                 return error_response(err, request)
@@ -167,6 +198,8 @@ class ImageRecognitionService:
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
         identity = self.auth.authenticate("POST", raw_path, list(request.query_params.multi_items()), headers, body)
         self.auth.authorize_project(identity, request.path_params.get("project_id"))
+        if self.gateway is not None and not self.gateway.allow():
+            raise ApiError.of("APIG.0308")
         content_type = headers.get("content-type", "")
         file_upload = content_type.startswith("multipart/form-data")
         if file_upload:
@@ -176,12 +209,34 @@ class ImageRecognitionService:
             parsed = spec.parse(fields, file_bytes=file_bytes, from_form=True)
         else:
             parsed = spec.parse(parse_json(body))
+        if self.simulating:
+            await simulate.simulated_latency(self.settings.simulate, self._rng)
+            return JSONResponse({"result": simulate.simulated_result(spec.name)})
         result = await self.recognizer.execute(parsed)
         if isinstance(result, ImageOutput):
             if file_upload:  # "on success the image file's bytes are returned"
                 return Response(result.data, media_type=result.media_type)
             return JSONResponse({"result": base64.b64encode(result.data).decode("ascii")})
         return Response(json.dumps(result.to_wire(), ensure_ascii=False).encode(), media_type="application/json")
+
+
+class _ResetResponse(Response):
+    def __init__(self) -> None:
+        super().__init__(b"")
+
+    async def __call__(self, scope, receive, send) -> None:
+        await _inject_reset(send)
+
+
+class _Reset(Exception):
+    """Raised after a partial response: the server drops the connection, as a network reset would."""
+
+
+async def _inject_reset(send) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
+    await send({"type": "http.response.body", "body": b'{"result": ', "more_body": True})
+    raise _Reset()
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
