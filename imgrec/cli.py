@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +27,7 @@ def serve(
     config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TOML config file"),
     workers: int = typer.Option(None, help="Worker processes behind the one port"),
     log_level: str = typer.Option("info"),
+    log_format: str = typer.Option("text", help="text, or json (one object per line, with request_id)"),
 ) -> None:
     """Run the wire-compatible Image Recognition API on uvicorn."""
     import uvicorn
@@ -38,10 +40,17 @@ def serve(
         os.environ.setdefault("IMGREC_AUTH__TOKEN_SECRET", secrets.token_hex(32))
     if not settings.credentials and not settings.users and settings.auth.enabled:
         typer.echo("warning: no [[credentials]] or [[users]] configured: every API call will be refused", err=True)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from .service.observability import configure_logging
+
+    workers = workers or settings.service.workers
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # /metrics on any worker reports all of them (prometheus_client's multiprocess mode).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="imgrec-metrics-")
+    os.environ["IMGREC_LOG_FORMAT"], os.environ["IMGREC_LOG_LEVEL"] = log_format, log_level
+    configure_logging(log_level, log_format)
     uvicorn.run("imgrec.service.app:create_app", factory=True, host=host or settings.service.host,
-                port=port or settings.service.port, workers=workers or settings.service.workers,
-                log_level=log_level, access_log=False)
+                port=port or settings.service.port, workers=workers, log_level=log_level, access_log=False,
+                log_config=None)
 
 
 from .cli_run import run as _run  # noqa: E402

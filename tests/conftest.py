@@ -51,6 +51,9 @@ def service(tmp_path_factory, gallery, file_server, music_library):
 [bgm]
 library = "{music_library}"
 
+[engines.image_tagging_v1]
+enabled = false
+
 [url_fetch]
 allow = ["127.0.0.1:{file_server.port}"]
 timeout_seconds = 3

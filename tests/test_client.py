@@ -191,7 +191,7 @@ async def test_against_the_real_service(service, photos):
         assert all(r.response.result[0].label == "Eileen Collins" for r in results)
         assert all(r.request_id for r in results)
         with pytest.raises(ApiError) as info:
-            await client.call("recapture_detect", image=photos["coffee"])
+            await client.call("image_tagging_v1", image=photos["coffee"])
         assert info.value.code == "AIS.0007"
     provider = TokenProvider(service.base_url, PasswordCredentials(DOMAIN, USER, PASSWORD, PROJECT_NAME))
     async with ApiClient(Endpoints.self_hosted(service.base_url), token=provider) as client:

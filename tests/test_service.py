@@ -185,7 +185,8 @@ def test_request_level_errors(service, token):
     assert_error(post(service, token, CELEB, {"image": "QUFB" * (3 * 1024 * 1024)}), "APIG.0201", 413)
     assert_error(post(service, token, f"/v2/{PROJECT}/image/nothing", {}), "APIG.0101", 404)
     assert_error(httpx.get(service.base_url + CELEB), "AIS.0013", 405)
-    assert_error(post(service, token, f"/v2/{PROJECT}/image/recapture-detect", {"image": base64.b64encode(jpeg).decode()}), "AIS.0007")
+    # switched off in the test config: the honest "not enabled" answer
+    assert_error(post(service, token, "/v1.0/image/tagging", {"image": base64.b64encode(jpeg).decode()}), "AIS.0007")
 
 
 def test_url_inputs(service, token, file_server):
@@ -242,3 +243,13 @@ def test_bgm_over_http(service, token, file_server, tmp_path):
     file_server.files["photo.mp4"] = encode(photo("coffee"))
     assert_error(post(service, token, "/v1.0/bgm/recognition", {"url": file_server.base_url + "/photo.mp4"}), "AIS.0021")
     assert_error(post(service, token, "/v1.0/bgm/recognition", {"image": "aGVsbG8="}), "AIS.0012")
+
+
+def test_metrics_and_request_ids_in_logs(service, token):
+    resp = post(service, token, CELEB, {"image": "!!!"})
+    request_id = resp.headers["X-Request-Id"]
+    metrics = httpx.get(service.base_url + "/metrics").text
+    assert 'imgrec_requests_total{api="celebrity_recognition",status="400"}' in metrics
+    assert 'imgrec_errors_total{api="celebrity_recognition",code="AIS.0015"}' in metrics
+    assert "imgrec_request_duration_seconds_bucket" in metrics
+    assert f"[{request_id}]" in service.log_text()  # the refusal was logged with its request id

@@ -11,6 +11,7 @@ import contextlib
 import random
 import json
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -27,7 +28,7 @@ from schemas.errors import ApiError
 from ..engines.base import ImageOutput
 from ..recognizer import Recognizer
 from ..settings import Settings
-from . import simulate
+from . import observability, simulate
 from .auth import Authenticator
 
 log = logging.getLogger("imgrec.service")
@@ -45,6 +46,7 @@ class RequestIdMiddleware:
             return await self.app(scope, receive, send)
         request_id = uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        observability.request_id_var.set(request_id)
 
         async def send_with_id(message):
             if message["type"] == "http.response.start":
@@ -143,6 +145,7 @@ class ImageRecognitionService:
             Route("/v3/auth/tokens", self.tokens, methods=["POST"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/ready", self.ready, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
         ]
         return routes
 
@@ -168,6 +171,10 @@ class ImageRecognitionService:
             return error_response(err, request)
         return JSONResponse(payload, status_code=201, headers={"X-Subject-Token": token})
 
+    async def metrics(self, request: Request) -> Response:
+        body, content_type = observability.render()
+        return Response(body, media_type=content_type)
+
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "uptime_s": round(time.time() - self.started, 1)})
 
@@ -177,17 +184,23 @@ class ImageRecognitionService:
 
     def _handler(self, spec: ApiSpec):
         async def handle(request: Request) -> Response:
+            started = time.perf_counter()
+            code = None
             try:
                 if self.faults is not None:
                     injected = await self._inject(request)
                     if injected is not None:
                         return injected
-                return await self._handle(spec, request)
+                response = await self._handle(spec, request)
             except ApiError as err:
-                return error_response(err, request)
+                code = err.code
+                response = error_response(err, request)
             except Exception:
                 log.exception("request %s: unexpected failure", request.state.request_id)
-                return error_response(ApiError.of("AIP.0500"), request)
+                code = "AIP.0500"
+                response = error_response(ApiError.of(code), request)
+            observability.observe(spec.name, response.status_code, code, time.perf_counter() - started)
+            return response
 
         handle.__name__ = spec.name
         return handle
@@ -248,6 +261,8 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
+    if "IMGREC_LOG_FORMAT" in os.environ:  # a worker process spawned by `imgrec serve`
+        observability.configure_logging(os.environ.get("IMGREC_LOG_LEVEL", "info"), os.environ["IMGREC_LOG_FORMAT"])
     settings = settings or Settings.load()
     service = ImageRecognitionService(settings)
     @contextlib.asynccontextmanager
