@@ -24,6 +24,7 @@ from imgrec.backends import enabled_apis, get_backend
 from imgrec.settings import Settings
 from tasks import listing, planning, progress, recognize, report, writing
 from tasks.job import Job
+from tasks.ratelimit import ensure_global_limit
 
 PARALLEL_SHARDS = 2
 
@@ -45,7 +46,8 @@ def plan_shards_task(job: Job) -> list[planning.Shard]:
 @task(name="recognize-shard", cache_policy=NONE, retries=2, retry_delay_seconds=2)
 async def recognize_shard_task(job: Job, shard: planning.Shard) -> dict[str, Any]:
     settings = _settings(job)
-    backend = get_backend(job.backend, settings, job.endpoint, job.concurrency, job.rate_per_second, job.config)
+    backend = get_backend(job.backend, settings, job.endpoint, job.concurrency, job.rate_per_second, job.config,
+                          job.global_limit)
     stats = await recognize.recognize_shard(shard.index, shard.path, job, open_storage(job.source), backend)
     return stats.to_dict()
 
@@ -85,7 +87,8 @@ def new_run_id() -> str:
 def make_job(flow_name: str, source: str, out: str | None, apis: list[str] | None, backend: str | None,
              endpoint: str | None, mode: str | None, concurrency: int | None, rate_per_second: float | None,
              shard_size: int | None, prefix: str, modified_since: datetime | None, modified_until: datetime | None,
-             force: bool, params: dict[str, dict[str, Any]] | None, config: str | None) -> Job:
+             force: bool, params: dict[str, dict[str, Any]] | None, config: str | None,
+             global_limit: str | None = None) -> Job:
     settings = Settings.load(config) if config else Settings.load()
     p = settings.pipeline
     backend = backend or p.backend
@@ -98,8 +101,8 @@ def make_job(flow_name: str, source: str, out: str | None, apis: list[str] | Non
               apis=chosen, backend=backend, endpoint=endpoint or settings.client.endpoint, mode=mode or p.mode,
               concurrency=concurrency or p.concurrency,
               rate_per_second=p.rate_per_second if rate_per_second is None else rate_per_second,
-              shard_size=shard_size or p.shard_size, prefix=prefix, modified_since=modified_since,
-              modified_until=modified_until, force=force, params={**p.params, **(params or {})},
+              global_limit=global_limit or p.global_limit, shard_size=shard_size or p.shard_size, prefix=prefix,
+              modified_since=modified_since, modified_until=modified_until, force=force, params={**p.params, **(params or {})},
               config=str(Path(config).resolve()) if config else os.environ.get("IMGREC_CONFIG"))
     for api in job.apis:
         job.resolved_params(api)  # bad parameters fail the run before anything is listed
@@ -113,6 +116,8 @@ async def run_job(job: Job) -> dict[str, Any]:
     out = job.out_path
     out.mkdir(parents=True, exist_ok=True)
     with exclusive(out):
+        if job.global_limit and job.rate_per_second > 0:
+            await ensure_global_limit(job.global_limit, job.rate_per_second)
         recovered = writing.recover(out)
         if recovered["finished"] or recovered["dropped"]:
             logger.info("recovered an interrupted run: %s", recovered)
@@ -138,10 +143,10 @@ async def catalog_tagging(source: str, out: str | None = None, apis: list[str] |
                           backend: str | None = None, endpoint: str | None = None, mode: str | None = None,
                           concurrency: int | None = None, rate_per_second: float | None = None,
                           shard_size: int | None = None, params: dict[str, dict[str, Any]] | None = None,
-                          config: str | None = None) -> dict[str, Any]:
+                          config: str | None = None, global_limit: str | None = None) -> dict[str, Any]:
     """Tag every image that is new or changed since its last successful result (same API and parameters)."""
     job = make_job("catalog-tagging", source, out, apis, backend, endpoint, mode, concurrency, rate_per_second,
-                   shard_size, "", None, None, False, params, config)
+                   shard_size, "", None, None, False, params, config, global_limit)
     return await run_job(job)
 
 
@@ -151,10 +156,10 @@ async def backfill(source: str, prefix: str = "", modified_since: datetime | Non
                    apis: list[str] | None = None, backend: str | None = None, endpoint: str | None = None,
                    mode: str | None = None, concurrency: int | None = None, rate_per_second: float | None = None,
                    shard_size: int | None = None, params: dict[str, dict[str, Any]] | None = None,
-                   config: str | None = None) -> dict[str, Any]:
+                   config: str | None = None, global_limit: str | None = None) -> dict[str, Any]:
     """Process a prefix and/or last-modified range; `force` redoes objects that already succeeded."""
     job = make_job("catalog-backfill", source, out, apis, backend, endpoint, mode, concurrency, rate_per_second,
-                   shard_size, prefix, modified_since, modified_until, force, params, config)
+                   shard_size, prefix, modified_since, modified_until, force, params, config, global_limit)
     return await run_job(job)
 
 

@@ -21,7 +21,16 @@ _local_recognizers: dict[str | None, object] = {}
 _lock = threading.Lock()
 
 
-def _http_backend(settings: Settings, endpoint: str | None, concurrency: int, rate: float) -> ApiClient:
+def limiter_for(rate: float, global_limit: str | None):
+    if global_limit and rate > 0:
+        from tasks.ratelimit import GlobalRateLimiter
+
+        return GlobalRateLimiter(global_limit, rate)
+    return shared_bucket(rate)
+
+
+def _http_backend(settings: Settings, endpoint: str | None, concurrency: int, rate: float,
+                  global_limit: str | None = None) -> ApiClient:
     client = settings.client
     endpoints = Endpoints.self_hosted(endpoint) if endpoint else (
         Endpoints.self_hosted(client.endpoint) if client.endpoint else Endpoints.cloud(client.region))
@@ -37,13 +46,13 @@ def _http_backend(settings: Settings, endpoint: str | None, concurrency: int, ra
                          "or an IAM user and password (IMGREC_CLIENT__IAM_USER, IMGREC_CLIENT__IAM_PASSWORD)")
     return ApiClient(endpoints, aksk=aksk, token=token, project_id=client.project_id, concurrency=concurrency,
                      timeout=client.timeout_seconds, retry=RetryPolicy(attempts=client.retry_attempts),
-                     limiter=shared_bucket(rate))
+                     limiter=limiter_for(rate, global_limit))
 
 
 def get_backend(kind: str, settings: Settings, endpoint: str | None = None, concurrency: int = 8,
-                rate: float = 0.0, config: str | None = None) -> RecognitionBackend:
+                rate: float = 0.0, config: str | None = None, global_limit: str | None = None) -> RecognitionBackend:
     loop = asyncio.get_running_loop()
-    key = (kind, endpoint, concurrency, rate, config, id(loop))
+    key = (kind, endpoint, concurrency, rate, config, global_limit, id(loop))
     with _lock:
         backend = _cache.get(key)
         if backend is not None:
@@ -56,9 +65,9 @@ def get_backend(kind: str, settings: Settings, endpoint: str | None = None, conc
             recognizer = _local_recognizers.get(config)
             if recognizer is None:
                 recognizer = _local_recognizers[config] = Recognizer(settings, threads=max(1, min(concurrency, 4)))
-            backend = InProcessBackend(settings, limiter=shared_bucket(rate), recognizer=recognizer)  # type: ignore[arg-type]
+            backend = InProcessBackend(settings, limiter=limiter_for(rate, global_limit), recognizer=recognizer)  # type: ignore[arg-type]
         elif kind == "http":
-            backend = _http_backend(settings, endpoint, concurrency, rate)
+            backend = _http_backend(settings, endpoint, concurrency, rate, global_limit)
         else:
             raise ValueError(f"unknown backend {kind!r} (local or http)")
         _cache[key] = backend

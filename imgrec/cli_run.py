@@ -50,6 +50,8 @@ def run(
     concurrency: Optional[int] = typer.Option(None, help="Requests in flight at once"),
     rate: Optional[float] = typer.Option(None, help="Requests per second at most (0 = unlimited)"),
     shard_size: Optional[int] = typer.Option(None, help="Images per Prefect task"),
+    global_limit: Optional[str] = typer.Option(None, help="Prefect global concurrency limit name: --rate "
+                                               "then holds across every worker sharing the Prefect server"),
     param: list[str] = typer.Option([], help="API.NAME=VALUE request parameter, repeatable"),
     prefix: str = typer.Option("", help="Backfill: only keys under this prefix"),
     since: Optional[datetime] = typer.Option(None, help="Backfill: last-modified at or after"),
@@ -67,7 +69,7 @@ def run(
         source=source, out=str(out) if out else str(settings.pipeline.out),
         apis=[a.strip() for a in apis.split(",") if a.strip()] if apis else None, backend=backend,
         endpoint=endpoint, mode=mode, concurrency=concurrency, rate_per_second=rate, shard_size=shard_size,
-        params=parse_params(param) or None, config=str(config) if config else None)
+        params=parse_params(param) or None, config=str(config) if config else None, global_limit=global_limit)
     is_backfill = bool(prefix or since or until or force)
     flow_fn = backfill if is_backfill else catalog_tagging
     if is_backfill:

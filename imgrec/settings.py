@@ -117,6 +117,7 @@ class PipelineSettings(BaseModel):
     mode: Literal["inline", "url"] = "inline"
     concurrency: int = 8
     rate_per_second: float = 0.0  # 0 = unlimited
+    global_limit: str | None = None  # Prefect global concurrency limit: one rate across all workers
     shard_size: int = 200
     unit_price_per_call: float = 0.0  # for the estimated-cost column of `runs`
     params: dict[str, dict[str, Any]] = {}  # per-API request parameters, e.g. {image_tagging = {threshold = 30}}

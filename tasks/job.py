@@ -23,6 +23,7 @@ class Job:
     mode: str = "inline"  # inline | url
     concurrency: int = 8
     rate_per_second: float = 0.0
+    global_limit: str | None = None  # Prefect global concurrency limit shared by every worker
     shard_size: int = 200
     prefix: str = ""
     modified_since: datetime | None = None

@@ -50,3 +50,47 @@ def shared_bucket(rate_per_second: float) -> TokenBucket | None:
         if bucket is None:
             bucket = _buckets[rate_per_second] = TokenBucket(rate_per_second)
         return bucket
+
+
+class GlobalRateLimiter:
+    """One request rate across many worker processes and machines.
+
+    Slots of a Prefect global concurrency limit (capacity = rate, slot decay = rate per second) are taken a
+    block at a time (`occupy=block`); the process's token bucket then spaces the block's requests evenly.
+    The limit caps the aggregate; the bucket removes the bursts a block would otherwise send at once.
+    """
+
+    def __init__(self, name: str, rate_per_second: float, block: int | None = None):
+        self.name = name
+        self.bucket = shared_bucket(rate_per_second)
+        self.block = block or max(1, min(10, int(rate_per_second)))
+        self._allowance = 0
+        self._lock: asyncio.Lock | None = None
+        self.waited_s = 0.0
+
+    async def acquire(self) -> float:
+        from prefect.concurrency.asyncio import rate_limit
+
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        started = time.monotonic()
+        async with self._lock:
+            if self._allowance == 0:
+                await rate_limit(self.name, occupy=self.block, strict=True)
+                self._allowance = self.block
+            self._allowance -= 1
+        waited = time.monotonic() - started
+        waited += await self.bucket.acquire() if self.bucket else 0.0
+        self.waited_s += waited
+        return waited
+
+
+async def ensure_global_limit(name: str, rate_per_second: float) -> None:
+    """Create or update the limit (idempotent): capacity one second's worth, decaying at the rate."""
+    import math
+
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        await client.upsert_global_concurrency_limit_by_name(
+            name, max(1, math.ceil(rate_per_second)), slot_decay_per_second=rate_per_second)

@@ -45,7 +45,20 @@ def _camera(rgb: np.ndarray, rng, out_side: int) -> np.ndarray:
     return _jpeg(np.clip(img, 0, 255).astype(np.uint8), rng.integers(70, 96))
 
 
+def colourise(rgb: np.ndarray, rng) -> np.ndarray:
+    """Grey sources get a smooth random colour cast, so "has colour" cannot stand in for "recaptured"."""
+    if np.abs(rgb[..., 0].astype(int) - rgb[..., 1]).mean() > 2:
+        return rgb
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    field = np.stack([np.sin(xx / rng.uniform(40, 200) + rng.uniform(0, 6)) * np.cos(yy / rng.uniform(40, 200))
+                      for _ in range(3)], axis=-1)
+    gains = 1.0 + rng.uniform(0.1, 0.45) * field + rng.uniform(-0.15, 0.15, 3)
+    return np.clip(rgb.astype(np.float32) * gains, 0, 255).astype(np.uint8)
+
+
 def crop(rgb: np.ndarray, rng) -> np.ndarray:
+    rgb = colourise(rgb, rng) if rng.random() < 0.7 else rgb
     h, w = rgb.shape[:2]
     side = int(rng.uniform(0.5, 1.0) * min(h, w))
     top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)

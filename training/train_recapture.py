@@ -19,7 +19,7 @@ import recapture_data  # noqa: E402
 OUT = Path(__file__).parents[1] / "imgrec" / "engines" / "weights" / "recapture_mlp.npz"
 
 
-def train_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 32, epochs: int = 1500, seed: int = 0) -> dict:
+def train_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 16, epochs: int = 1500, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
     z = (x - mean) / std
@@ -27,7 +27,7 @@ def train_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 32, epochs: int = 1500
               "w2": rng.normal(0, 1 / np.sqrt(hidden), (hidden, 1)), "b2": np.zeros(1)}
     m = {k: np.zeros_like(v) for k, v in params.items()}
     v = {k: np.zeros_like(val) for k, val in params.items()}
-    lr, decay = 0.01, 1e-3
+    lr, decay = 0.01, 3e-2  # strong decay: few hundred samples, ~50 features
     for step in range(1, epochs + 1):
         h = np.tanh(z @ params["w1"] + params["b1"])
         p = 1 / (1 + np.exp(-(h @ params["w2"] + params["b2"]).reshape(-1)))
@@ -46,7 +46,7 @@ def train_mlp(x: np.ndarray, y: np.ndarray, hidden: int = 32, epochs: int = 1500
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--train", type=int, default=1200)
+    parser.add_argument("--train", type=int, default=1600)
     parser.add_argument("--test", type=int, default=300)
     args = parser.parse_args()
     started = time.time()

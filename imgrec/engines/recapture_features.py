@@ -82,7 +82,7 @@ def features(rgb: np.ndarray) -> np.ndarray:
 
 
 class Classifier:
-    """A small MLP (features -> 32 tanh -> 1 sigmoid) stored as plain numpy arrays."""
+    """A small MLP (features -> 16 tanh -> 1 sigmoid) stored as plain numpy arrays."""
 
     def __init__(self, params: dict[str, np.ndarray]):
         self.p = params
