@@ -67,6 +67,22 @@ def report_task(job: Job, listed: int, shard_stats: list[dict[str, Any]]) -> dic
     return summary
 
 
+def shards_on_dask(address: str | None):
+    """A subflow whose task runner is Dask: shards run on the cluster's workers (prefect-dask).
+    Without an address, a local cluster of one single-threaded worker process per core."""
+    from prefect_dask import DaskTaskRunner
+
+    runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(
+        cluster_kwargs={"n_workers": os.cpu_count() or 2, "threads_per_worker": 1, "processes": True})
+
+    @flow(name="catalog-shards-on-dask", task_runner=runner)
+    def run_shards(job: Job, shards: list[planning.Shard]) -> list[dict[str, Any]]:
+        futures = [recognize_shard_task.submit(job, shard) for shard in shards]
+        return [future.result() for future in futures]
+
+    return run_shards
+
+
 @contextmanager
 def exclusive(out: Path):
     """One run at a time per output folder: two writers would both process the same new objects."""
@@ -88,7 +104,7 @@ def make_job(flow_name: str, source: str, out: str | None, apis: list[str] | Non
              endpoint: str | None, mode: str | None, concurrency: int | None, rate_per_second: float | None,
              shard_size: int | None, prefix: str, modified_since: datetime | None, modified_until: datetime | None,
              force: bool, params: dict[str, dict[str, Any]] | None, config: str | None,
-             global_limit: str | None = None) -> Job:
+             global_limit: str | None = None, task_runner: str = "threads", dask_address: str | None = None) -> Job:
     settings = Settings.load(config) if config else Settings.load()
     p = settings.pipeline
     backend = backend or p.backend
@@ -102,7 +118,8 @@ def make_job(flow_name: str, source: str, out: str | None, apis: list[str] | Non
               concurrency=concurrency or p.concurrency,
               rate_per_second=p.rate_per_second if rate_per_second is None else rate_per_second,
               global_limit=global_limit or p.global_limit, shard_size=shard_size or p.shard_size, prefix=prefix,
-              modified_since=modified_since, modified_until=modified_until, force=force, params={**p.params, **(params or {})},
+              modified_since=modified_since, modified_until=modified_until, task_runner=task_runner,
+              dask_address=dask_address, force=force, params={**p.params, **(params or {})},
               config=str(Path(config).resolve()) if config else os.environ.get("IMGREC_CONFIG"))
     for api in job.apis:
         job.resolved_params(api)  # bad parameters fail the run before anything is listed
@@ -126,13 +143,16 @@ async def run_job(job: Job) -> dict[str, Any]:
         logger.info("run %s: %d objects listed, %d shards, %d calls planned", job.run_id, listed, len(shards),
                     sum(s.pending_calls for s in shards))
         progress.start(sum(s.objects for s in shards))
-        gate = asyncio.Semaphore(PARALLEL_SHARDS)
+        if job.task_runner == "dask":
+            stats = await asyncio.to_thread(shards_on_dask(job.dask_address), job, shards)
+        else:
+            gate = asyncio.Semaphore(PARALLEL_SHARDS)
 
-        async def one(shard: planning.Shard) -> dict[str, Any]:
-            async with gate:
-                return await recognize_shard_task(job, shard)
+            async def one(shard: planning.Shard) -> dict[str, Any]:
+                async with gate:
+                    return await recognize_shard_task(job, shard)
 
-        stats = await asyncio.gather(*(one(s) for s in shards))
+            stats = await asyncio.gather(*(one(s) for s in shards))
         summary = report_task(job, listed, list(stats))
     logger.info("run %s finished: %s", job.run_id, summary["status"])
     return summary
@@ -143,10 +163,11 @@ async def catalog_tagging(source: str, out: str | None = None, apis: list[str] |
                           backend: str | None = None, endpoint: str | None = None, mode: str | None = None,
                           concurrency: int | None = None, rate_per_second: float | None = None,
                           shard_size: int | None = None, params: dict[str, dict[str, Any]] | None = None,
-                          config: str | None = None, global_limit: str | None = None) -> dict[str, Any]:
+                          config: str | None = None, global_limit: str | None = None,
+                          task_runner: str = "threads", dask_address: str | None = None) -> dict[str, Any]:
     """Tag every image that is new or changed since its last successful result (same API and parameters)."""
     job = make_job("catalog-tagging", source, out, apis, backend, endpoint, mode, concurrency, rate_per_second,
-                   shard_size, "", None, None, False, params, config, global_limit)
+                   shard_size, "", None, None, False, params, config, global_limit, task_runner, dask_address)
     return await run_job(job)
 
 
@@ -156,10 +177,12 @@ async def backfill(source: str, prefix: str = "", modified_since: datetime | Non
                    apis: list[str] | None = None, backend: str | None = None, endpoint: str | None = None,
                    mode: str | None = None, concurrency: int | None = None, rate_per_second: float | None = None,
                    shard_size: int | None = None, params: dict[str, dict[str, Any]] | None = None,
-                   config: str | None = None, global_limit: str | None = None) -> dict[str, Any]:
+                   config: str | None = None, global_limit: str | None = None,
+                   task_runner: str = "threads", dask_address: str | None = None) -> dict[str, Any]:
     """Process a prefix and/or last-modified range; `force` redoes objects that already succeeded."""
     job = make_job("catalog-backfill", source, out, apis, backend, endpoint, mode, concurrency, rate_per_second,
-                   shard_size, prefix, modified_since, modified_until, force, params, config, global_limit)
+                   shard_size, prefix, modified_since, modified_until, force, params, config, global_limit,
+                   task_runner, dask_address)
     return await run_job(job)
 
 

@@ -53,6 +53,8 @@ def run(
     global_limit: Optional[str] = typer.Option(None, help="Prefect global concurrency limit name: --rate "
                                                "then holds across every worker sharing the Prefect server"),
     param: list[str] = typer.Option([], help="API.NAME=VALUE request parameter, repeatable"),
+    task_runner: str = typer.Option("threads", help="threads, or dask (shards on a Dask cluster)"),
+    dask_address: Optional[str] = typer.Option(None, help="Dask scheduler address (default: a local cluster)"),
     prefix: str = typer.Option("", help="Backfill: only keys under this prefix"),
     since: Optional[datetime] = typer.Option(None, help="Backfill: last-modified at or after"),
     until: Optional[datetime] = typer.Option(None, help="Backfill: last-modified before"),
@@ -69,7 +71,8 @@ def run(
         source=source, out=str(out) if out else str(settings.pipeline.out),
         apis=[a.strip() for a in apis.split(",") if a.strip()] if apis else None, backend=backend,
         endpoint=endpoint, mode=mode, concurrency=concurrency, rate_per_second=rate, shard_size=shard_size,
-        params=parse_params(param) or None, config=str(config) if config else None, global_limit=global_limit)
+        params=parse_params(param) or None, config=str(config) if config else None, global_limit=global_limit,
+        task_runner=task_runner, dask_address=dask_address)
     is_backfill = bool(prefix or since or until or force)
     flow_fn = backfill if is_backfill else catalog_tagging
     if is_backfill:

@@ -24,6 +24,8 @@ class Job:
     concurrency: int = 8
     rate_per_second: float = 0.0
     global_limit: str | None = None  # Prefect global concurrency limit shared by every worker
+    task_runner: str = "threads"  # threads (in the flow's process) | dask (local cluster or dask_address)
+    dask_address: str | None = None  # an existing Dask scheduler, e.g. tcp://scheduler:8786
     shard_size: int = 200
     prefix: str = ""
     modified_since: datetime | None = None

@@ -196,3 +196,14 @@ def test_cli_rejects_bad_input_clearly(prefect_api, tmp_path):
     proc = _cli([str(tmp_path), "--param", "celebrity_recognition.threshold=7"], prefect_api)
     output = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode != 0 and "AIS.0501" in output
+
+
+async def test_shards_on_a_dask_cluster(prefect_api, config, tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    _folder_of(12, src)
+    summary = await catalog_tagging(source=str(src), out=str(out), config=str(config), apis=["celebrity_recognition"],
+                                    shard_size=3, task_runner="dask")
+    assert summary["status"]["ok"] == 12 and summary["shards"] == 4
+    faces = read_table(out, "faces")
+    assert len({f["key"] for f in faces}) >= 10 and {f["label"] for f in faces} == {"Eileen Collins"}

@@ -135,3 +135,26 @@ def test_deployments_on_a_real_prefect_server(tmp_path, gallery):
     finally:
         server.terminate()
         server.wait(20)
+
+
+def test_service_with_two_worker_processes(tmp_path, gallery):
+    import httpx
+    import requests
+
+    from tests.helpers import DOMAIN, PASSWORD, PROJECT_NAME, USER, ServiceProcess, write_config
+
+    service = ServiceProcess(write_config(tmp_path, gallery), tmp_path / "service.log", workers=2)
+    try:
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": USER, "password": PASSWORD, "domain": {"name": DOMAIN}}}}, "scope": {"project": {"name": PROJECT_NAME}}}}
+        token = requests.post(service.base_url + "/v3/auth/tokens", json=body).headers["X-Subject-Token"]
+        # New connections land on either worker; every one must accept the token the other issued.
+        statuses = [httpx.post(service.base_url + f"/v2/{PROJECT}/image/celebrity-recognition",
+                               headers={"X-Auth-Token": token}, json={"image": "!!"}).status_code for _ in range(12)]
+        assert statuses == [400] * 12  # AIS.0015 (bad base64), i.e. authenticated on every worker
+        metrics = httpx.get(service.base_url + "/metrics").text
+        line = next(m for m in metrics.splitlines() if m.startswith('imgrec_errors_total{api="celebrity_recognition",code="AIS.0015"}'))
+        assert float(line.split()[-1]) == 12.0  # both workers' counts, whichever answered /metrics
+        assert service.log_text().count("Started server process") == 2
+    finally:
+        service.stop()
