@@ -131,6 +131,8 @@ def decode_base64(text: str, spec: ImageSpec) -> bytes:
         if not sep or ";base64" not in head:
             raise ApiError.of("AIS.0015", "data: URI without base64 payload")
     compact = re.sub(r"[\r\n\t ]+", "", text)
+    if not compact:
+        raise ApiError.of("AIS.0011", "the image is empty")
     compact += "=" * (-len(compact) % 4)
     try:
         data = base64.b64decode(compact, validate=True)

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 
 from connectors.storage import Storage
 
+from . import failpoints
 from .job import Job
 
 LISTING_SCHEMA = pa.schema([
@@ -44,6 +45,7 @@ def list_objects(storage: Storage, job: Job) -> int:
             batch.append({"key": obj.key, "size": obj.size, "etag": obj.etag, "last_modified": obj.last_modified,
                           "fingerprint": obj.fingerprint})
             count += 1
+            failpoints.hit("listing")
             if len(batch) >= BATCH:
                 flush()
         flush()

@@ -23,7 +23,7 @@ from connectors.storage import Storage
 from schemas.common import ImageInfo, ImageSpec, inspect_image
 from schemas.errors import ApiError
 
-from . import progress
+from . import failpoints, progress
 from .job import Job
 from .normalize import Context, normalize
 from .writing import commit_shard, shard_name
@@ -176,6 +176,7 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
             stats.status[status] += 1
             tables["images"].append(image_row)
             progress.advance()
+            failpoints.hit("object")
 
     await asyncio.gather(*(process(obj) for obj in objects))
     started = time.perf_counter()

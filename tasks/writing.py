@@ -24,6 +24,8 @@ import pyarrow.parquet as pq
 
 from schemas.tables import TABLES
 
+from . import failpoints
+
 LEDGER_SCHEMA = pa.schema([
     pa.field("api", pa.string()), pa.field("params_hash", pa.string()), pa.field("key", pa.string()),
     pa.field("fingerprint", pa.string()), pa.field("outcome", pa.string()), pa.field("run_id", pa.string()),
@@ -68,6 +70,7 @@ def commit_shard(out: Path, run_date: str, name: str, tables: dict[str, list[dic
             continue
         staged = staging / f"{table}.parquet"
         write_table(staged, table, rows)
+        failpoints.hit("staging")
         moves.append((staged.name, str(table_file(out, table, run_date, name).relative_to(out))))
     if ledger:
         staged = staging / "ledger.parquet"
@@ -84,6 +87,7 @@ def _apply(out: Path, staging: Path, moves: list[tuple[str, str]]) -> None:
         if src.exists():  # already moved by an earlier, interrupted attempt
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)
+            failpoints.hit("commit")  # between two moves of one shard: the worst moment to die
     shutil.rmtree(staging, ignore_errors=True)
 
 

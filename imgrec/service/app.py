@@ -151,6 +151,8 @@ class ImageRecognitionService:
 
     async def _inject(self, request: Request) -> Response | None:
         kind = self.faults.pick()
+        if kind:
+            observability.FAULTS.labels(kind).inc()
         if kind == "429":
             return error_response(ApiError.of("APIG.0308"), request)
         if kind == "500":

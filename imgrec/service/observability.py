@@ -20,6 +20,7 @@ request_id_var: ContextVar[str] = ContextVar("imgrec_request_id", default="-")
 _registry = CollectorRegistry(auto_describe=True)
 REQUESTS = Counter("imgrec_requests_total", "Requests answered", ["api", "status"], registry=_registry)
 ERRORS = Counter("imgrec_errors_total", "Error answers by error code", ["api", "code"], registry=_registry)
+FAULTS = Counter("imgrec_faults_injected_total", "Faults injected (test mode)", ["kind"], registry=_registry)
 LATENCY = Histogram("imgrec_request_duration_seconds", "Request latency", ["api"], registry=_registry,
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
