@@ -49,7 +49,7 @@ class SRCNN(nn.Module):
 def train(kind: str, scale: int, minutes: float, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = ESPCN(scale) if kind == "ESPCN" else SRCNN(scale)
-    lr_np, hr_np = sr_data.patches(sr_data.TRAIN, scale, 24, 6000, seed)
+    lr_np, hr_np = sr_data.patches(sr_data.TRAIN, scale, 24, 12000, seed)
     lr, hr = torch.from_numpy(lr_np), torch.from_numpy(hr_np)
     if kind == "SRCNN":
         lr = nn.functional.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
@@ -57,15 +57,15 @@ def train(kind: str, scale: int, minutes: float, seed: int = 0) -> nn.Module:
     deadline = time.time() + minutes * 60
     step = 0
     while time.time() < deadline:
-        idx = torch.randint(0, len(lr), (32,))
+        idx = torch.randint(0, len(lr), (64,))
         loss = nn.functional.mse_loss(model(lr[idx]), hr[idx])
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         step += 1
-        if step == 3000:
+        if time.time() > deadline - minutes * 60 * 0.3:  # the last 30% of the budget at a lower rate
             for group in optimiser.param_groups:
-                group["lr"] = 3e-4
+                group["lr"] = 2e-4
         if step % 500 == 0:
             print(f"{kind} x{scale} step {step} loss {loss.item():.6f}", flush=True)
     return model.eval()

@@ -1,0 +1,77 @@
+"""Pipeline CPU per image, backend excluded: 10,000 images against the simulated service at zero latency.
+
+    .venv/bin/python bench/overhead.py [--images 10000] [--profile]
+
+The service is another process, so the pipeline process's CPU is the pipeline's own: listing, planning,
+reading, pre-validation, base64, signing, HTTP, parsing, normalising, Parquet, Prefect. The baseline is
+the same command on an empty folder (start-up, imports, Prefect flow bookkeeping), measured in this run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, table
+
+sys.path.insert(0, str(ROOT))
+from bench.throughput import make_images, prefect_server  # noqa: E402
+from tests.helpers import AK, PROJECT, SK, ServiceProcess, write_config  # noqa: E402
+
+
+def run_pipeline(base_url: str, folder: Path, out: Path, prefect_url: str, profile: Path | None) -> tuple[float, float]:
+    env = {**os.environ, "HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "HUAWEICLOUD_SDK_PROJECT_ID": PROJECT,
+           "DO_NOT_TRACK": "1", "PREFECT_API_URL": prefect_url}
+    cmd = [str(ROOT / ".venv" / "bin" / "imgrec"), "run", str(folder), "--out", str(out), "--backend", "http",
+           "--endpoint", base_url, "--apis", "celebrity_recognition", "--concurrency", "16", "--shard-size", "500"]
+    if profile:
+        cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), *cmd]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=10000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="imgrec-overhead-"))
+    make_images(work / "images", args.images)
+    (work / "empty").mkdir()
+    extra = "\n[simulate]\nenabled = true\nlatency_ms = 0\n"
+    service = ServiceProcess(write_config(work, extra=extra), work / "service.log")
+    prefect, prefect_url = prefect_server(work)
+    try:
+        base_cpu, base_wall = run_pipeline(service.base_url, work / "empty", work / "out-empty", prefect_url, None)
+        cpu, wall = run_pipeline(service.base_url, work / "images", work / "out", prefect_url,
+                                 work / "pipeline.prof" if args.profile else None)
+    finally:
+        service.stop()
+        prefect.terminate()
+    per_image = (cpu - base_cpu) / args.images * 1000
+    print(table(f"Pipeline overhead over {args.images} images (simulated service, 0 ms)",
+                ["run", "CPU s", "wall s", "CPU ms per image"],
+                [["empty folder (baseline)", f"{base_cpu:.2f}", f"{base_wall:.1f}", "-"],
+                 [f"{args.images} images", f"{cpu:.2f}", f"{wall:.1f}", f"{cpu / args.images * 1000:.3f}"],
+                 ["difference", f"{cpu - base_cpu:.2f}", f"{wall - base_wall:.1f}", f"{per_image:.3f}"]]))
+    print(f"\npipeline CPU per image excluding start-up and backend: {per_image:.3f} ms (target <= 2 ms); "
+          f"{args.images / (wall - base_wall):.0f} images/s")
+    if args.profile:
+        import pstats
+
+        pstats.Stats(str(work / "pipeline.prof")).sort_stats("cumulative").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
