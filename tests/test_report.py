@@ -1,0 +1,50 @@
+"""The run report's HTML page is self-contained and renders in headless Chromium."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tasks.job import Job
+from tasks.recognize import ShardStats
+from tasks.report import render_html, summarize, write_report
+
+
+def _summary(tmp_path):
+    job = Job(run_id="20261126T000000Z-test", flow="catalog-tagging", source=str(tmp_path), out=str(tmp_path),
+              apis=["image_tagging"], started_at=datetime.now(timezone.utc) - timedelta(seconds=12))
+    stats = ShardStats(shard=0, objects=40, status={"ok": 35, "failed": 3, "invalid": 2}, calls=44, call_errors=3,
+                       retries=4, latencies_ms=list(np.random.default_rng(0).gamma(4, 30, 38)),
+                       error_codes={"AIS.0503": 2, "APIG.0308": 3})
+    return job, summarize(job, 40, [stats], datetime.now(timezone.utc), unit_price=0.002)
+
+
+def test_report_is_self_contained(tmp_path):
+    job, summary = _summary(tmp_path)
+    page = render_html(summary)
+    assert "<svg" in page and "http://" not in page and "https://" not in page and "<script" not in page
+    assert summary["estimated_cost"] == pytest.approx(0.088)
+    paths = write_report(job, summary)
+    assert "latencies_ms" not in paths["json"].read_text()
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.fail("chromium is not installed: .ci/run installs it (apt-get install chromium)")
+    job, summary = _summary(tmp_path)
+    html_path = write_report(job, summary)["html"]
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1000,1400",
+                    html_path.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    # the status chart's green bars and the error chart's red bars were drawn
+    green = ((pixels[..., 1] > 150) & (pixels[..., 0] < 60) & (pixels[..., 2] < 150)).sum()
+    red = ((pixels[..., 0] > 200) & (pixels[..., 1] < 100) & (pixels[..., 2] < 100)).sum()
+    assert green > 500 and red > 200
