@@ -253,3 +253,19 @@ def test_metrics_and_request_ids_in_logs(service, token):
     assert 'imgrec_errors_total{api="celebrity_recognition",code="AIS.0015"}' in metrics
     assert "imgrec_request_duration_seconds_bucket" in metrics
     assert f"[{request_id}]" in service.log_text()  # the refusal was logged with its request id
+
+
+def test_super_resolution_json_and_multipart(service, token):
+    small = photo("chelsea")[::6, ::6].copy()  # 50 x 76
+    resp = post(service, token, "/v1.0/vision/super-resolution", {"image": base64.b64encode(encode(small, "PNG")).decode()})
+    assert resp.status_code == 200
+    out = Image.open(io.BytesIO(base64.b64decode(resp.json()["result"])))
+    assert (out.format, out.size) == ("PNG", (small.shape[1] * 3, small.shape[0] * 3))
+    resp = post(service, token, "/v1.0/vision/super-resolution", files={"file": ("s.jpg", encode(small), "image/jpeg")},
+                data={"scale": "4", "model": "SRCNN"})
+    assert resp.status_code == 200 and resp.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(resp.content)).size == (small.shape[1] * 4, small.shape[0] * 4)
+    webp = base64.b64encode(encode(small, "WEBP")).decode()
+    assert_error(post(service, token, "/v1.0/vision/super-resolution", {"image": webp}), "AIS.0502")
+    wide = base64.b64encode(encode(np.zeros((4, 2100, 3), np.uint8), "PNG")).decode()
+    assert_error(post(service, token, "/v1.0/vision/super-resolution", {"image": wide}), "AIS.0504")

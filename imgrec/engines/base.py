@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
-from schemas.common import ParsedRequest
+import numpy as np
+
+from schemas.common import ParsedRequest, decode_image, encode_image, inspect_image
 
 
 @dataclass
@@ -17,6 +19,13 @@ class ImageOutput:
     @property
     def media_type(self) -> str:
         return {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "WEBP": "image/webp"}[self.format]
+
+
+def transform_image(data: bytes, spec, fn: Callable[[np.ndarray], np.ndarray]) -> ImageOutput:
+    """The image-out endpoints: check, decode, transform, and answer in the input's own format."""
+    info = inspect_image(data, spec.image)
+    out = fn(decode_image(data, spec.image))
+    return ImageOutput(encode_image(out, info.format), info.format)
 
 
 class Engine(Protocol):

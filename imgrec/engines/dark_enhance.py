@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from schemas import dark_enhance as schema
-from schemas.common import ParsedRequest, decode_image, encode_image, inspect_image
+from schemas.common import ParsedRequest
 
-from .base import ImageOutput
+from .base import ImageOutput, transform_image
 from .imaging import guided_filter, radius_for, to_float, to_uint8
 
 
@@ -30,7 +30,4 @@ class DarkEnhanceEngine:
     api = schema.SPEC.name
 
     def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
-        info = inspect_image(data, schema.SPEC.image)
-        rgb = decode_image(data, schema.SPEC.image)
-        out = enhance(rgb, request.params["brightness"])
-        return ImageOutput(encode_image(out, info.format), info.format)
+        return transform_image(data, schema.SPEC, lambda rgb: enhance(rgb, request.params["brightness"]))

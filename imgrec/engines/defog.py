@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from schemas import defog as schema
-from schemas.common import ParsedRequest, decode_image, encode_image, inspect_image
+from schemas.common import ParsedRequest
 
-from .base import ImageOutput
+from .base import ImageOutput, transform_image
 from .imaging import guided_filter, radius_for, to_float, to_uint8
 
 
@@ -46,7 +46,4 @@ class DefogEngine:
     api = schema.SPEC.name
 
     def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
-        info = inspect_image(data, schema.SPEC.image)
-        rgb = decode_image(data, schema.SPEC.image)
-        out = defog(rgb, request.params["gamma"], request.params["natural_look"])
-        return ImageOutput(encode_image(out, info.format), info.format)
+        return transform_image(data, schema.SPEC, lambda rgb: defog(rgb, request.params["gamma"], request.params["natural_look"]))

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from schemas import super_resolution as schema
-from schemas.common import ParsedRequest, decode_image, encode_image, inspect_image
+from schemas.common import ParsedRequest
 from schemas.errors import ApiError
 
-from .base import ImageOutput
+from .base import ImageOutput, transform_image
 
 WEIGHTS = Path(__file__).parent / "weights"
 TILE = 128
@@ -94,7 +94,4 @@ class SuperResolutionEngine:
     api = schema.SPEC.name
 
     def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
-        info = inspect_image(data, schema.SPEC.image)
-        rgb = decode_image(data, schema.SPEC.image)
-        out = super_resolve(rgb, request.params["model"], request.params["scale"])
-        return ImageOutput(encode_image(out, info.format), info.format)
+        return transform_image(data, schema.SPEC, lambda rgb: super_resolve(rgb, request.params["model"], request.params["scale"]))

@@ -30,6 +30,7 @@ from ..recognizer import Recognizer
 from ..settings import Settings
 from . import observability, simulate
 from .auth import Authenticator
+from .urlfetch import read_capped
 
 log = logging.getLogger("imgrec.service")
 MAX_JSON_DEPTH = 32
@@ -70,13 +71,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError.of("APIG.0201", f"declared {declared} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError.of("APIG.0201", "body over the limit while streaming")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_capped(request.stream(), limit, "APIG.0201")
 
 
 def _depth(value: Any, level: int = 0) -> int:

@@ -80,16 +80,21 @@ class UrlFetcher:
             declared = resp.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise ApiError.of("AIS.0023", "declared size over the limit")
-            chunks, size = [], 0
-            async for chunk in resp.aiter_bytes():
-                size += len(chunk)
-                if size > max_bytes:
-                    raise ApiError.of("AIS.0023", "body over the limit")
-                chunks.append(chunk)
-        data = b"".join(chunks)
+            data = await read_capped(resp.aiter_bytes(), max_bytes, "AIS.0023")
         if not data:
             raise ApiError.of("AIS.0025")
         return data
+
+
+async def read_capped(chunks, limit: int, code: str) -> bytes:
+    """Collect a streamed body, refusing with `code` as soon as it passes `limit` (never after)."""
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise ApiError.of(code, "body over the limit while streaming")
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class _Redirect(Exception):
