@@ -173,6 +173,13 @@ def inspect_image(data: bytes, spec: ImageSpec) -> ImageInfo:
         raise ApiError.of("AIS.0021", "bytes are not a recognised image") from None
     except Exception as exc:  # truncated headers, bad chunk CRCs, ...
         raise ApiError.of("AIS.0503", type(exc).__name__) from None
+    return check_image_info(info, len(data), spec)
+
+
+def check_image_info(info: ImageInfo, size: int, spec: ImageSpec) -> ImageInfo:
+    """The endpoint's limits applied to an already inspected image (one header parse serves many APIs)."""
+    if encoded_size(size) > spec.max_encoded_bytes:
+        raise ApiError.of("AIS.0020", f"image of {size} bytes exceeds the encoded limit")
     if info.format not in spec.formats:
         raise ApiError.of("AIS.0502", f"{info.format} is not one of {sorted(spec.formats)}")
     if info.width * info.height > MAX_PIXELS:

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import schemas
 from connectors.backend import RecognitionBackend
 from connectors.storage import Storage
-from schemas.common import ImageInfo, ImageSpec, inspect_image
+from schemas.common import ImageInfo, ImageSpec, check_image_info, inspect_image
 from schemas.errors import ApiError
 
 from . import failpoints, progress
@@ -132,12 +132,11 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                     if read_error is not None:
                         raise read_error
                     if data is not None:  # inline: check everything before spending a call
-                        inspect_image(data, spec.image)
+                        check_image_info(info, len(data), spec.image)
                     elif obj["size"] > spec.max_url_bytes:
                         raise ApiError.of("AIS.0023")
-                    elif info is not None:
-                        inspect_image(head, ImageSpec(max_encoded_bytes=1 << 62, min_side=spec.image.min_side,
-                                                      max_side=spec.image.max_side, formats=spec.image.formats))
+                    else:  # url mode: the service fetches the bytes; format and sides still checked here
+                        check_image_info(info, 0, spec.image)
                 except ApiError as err:
                     err.attempts = 0  # refused before any call
                     tables["errors"].append(error_row(obj, api, err))
