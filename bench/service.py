@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 
 from common import ROOT, table
 

@@ -1,7 +1,6 @@
 """`imgrec serve` (the self-hosted API) and `imgrec run` (the catalog pipeline)."""
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import tempfile

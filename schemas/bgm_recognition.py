@@ -1,7 +1,7 @@
 """Background-music recognition (deprecated): POST /v1.0/bgm/recognition (reference 5.5)."""
 from __future__ import annotations
 
-from .common import MB, ApiSpec, ImageSpec, Param
+from .common import MB, ApiSpec, ImageSpec
 from .shapes import Wire
 
 SPEC = ApiSpec(

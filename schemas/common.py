@@ -15,7 +15,7 @@ import math
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Literal, Mapping
 
 from .errors import ApiError
 
@@ -356,5 +356,3 @@ def fmt_confidence(value: float, digits: int = 2) -> str:
     """The reference returns Float confidences as strings ("39.42")."""
     return f"{value:.{digits}f}"
 
-
-ResultBuilder = Callable[..., Any]

@@ -9,7 +9,7 @@ import html
 import json
 import statistics
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 

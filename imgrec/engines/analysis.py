@@ -7,8 +7,6 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-import numpy as np
-
 from schemas.common import ImageSpec, decode_image_scaled
 
 from .detector import Detection, detector
@@ -94,7 +92,7 @@ def iou(a, b) -> float:
     return inter / (a[2] * a[3] + b[2] * b[3] - inter + 1e-9)
 
 
-__all__ = ["Analysis", "analyse", "ranked", "label", "clamp_box", "iou", "np"]
+__all__ = ["Analysis", "analyse", "ranked", "label", "clamp_box", "iou", "tag_items"]
 
 
 def tag_items(analysis: Analysis, params: dict, tag_model, instance_model=None, box_model=None,
