@@ -52,9 +52,15 @@ class FolderStorage:
         self.uri = str(self.root)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root):  # "../../etc/passwd" and absolute keys
+        # Lexical check first ("../../etc/passwd", absolute keys); resolve links only where there are any,
+        # since realpath costs a syscall per path component on every read.
+        joined = os.path.normpath(os.path.join(self.uri, key))
+        if not joined.startswith(self.uri + os.sep):
             raise PermissionError(f"key {key!r} escapes the source folder")
+        path = Path(joined)
+        if path.is_symlink() or any(p.is_symlink() for p in path.parents if len(str(p)) > len(self.uri)):
+            if not path.resolve().is_relative_to(self.root):
+                raise PermissionError(f"key {key!r} leads out of the source folder")
         return path
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
