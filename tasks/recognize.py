@@ -140,7 +140,7 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                 except ApiError as err:
                     err.attempts = 0  # refused before any call
                     tables["errors"].append(error_row(obj, api, err))
-                    outcomes.append("invalid")
+                    outcomes.append("failed" if err.retryable else "invalid")  # a storage hiccup is no bad input
                     if err.code in INPUT_ERRORS:
                         ledger.append(_ledger_row(job, api, hashes[api], obj, "rejected"))
                     continue
