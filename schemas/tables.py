@@ -34,8 +34,9 @@ TABLES: dict[str, pa.Schema] = {
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
         pa.field("format", pa.string()),
-        # ok: every API answered; failed: at least one API call failed; invalid: refused before any call
-        # (size/format/dimensions, or unreadable); skipped: unchanged since a successful earlier run.
+        # ok: every API answered; failed: at least one API call (or the read) failed, retried next run;
+        # invalid: at least one API refused the input before any call (size/format/dimensions, unreadable)
+        # and none failed; skipped: unchanged since a successful earlier run.
         pa.field("status", pa.string(), nullable=False),
         pa.field("apis", pa.list_(pa.string())),
         pa.field("processed_at", TS),

@@ -168,8 +168,8 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                     tables[table].extend(rows)
                 ledger.append(_ledger_row(job, api, hashes[api], obj, "ok"))
                 outcomes.append("ok")
-            status = "ok" if all(o == "ok" for o in outcomes) else (
-                "invalid" if all(o == "invalid" for o in outcomes) else "failed")
+            # failed: a call (or read) failed and will be retried; invalid: some API refused this input
+            status = "failed" if "failed" in outcomes else ("invalid" if "invalid" in outcomes else "ok")
             image_row["status"] = status
             image_row["processed_at"] = now()
             stats.status[status] += 1
