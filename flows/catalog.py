@@ -11,6 +11,7 @@ import logging
 import os
 import uuid
 from contextlib import contextmanager
+from functools import lru_cache
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,20 @@ from tasks.ratelimit import ensure_global_limit
 PARALLEL_SHARDS = 2
 
 
+@lru_cache(maxsize=8)
+def _settings_for(config: str | None) -> Settings:
+    return Settings.load(config) if config else Settings.load()
+
+
 def _settings(job: Job) -> Settings:
-    return Settings.load(job.config) if job.config else Settings.load()
+    """Read once per worker process, not once per shard."""
+    return _settings_for(job.config)
+
+
+@lru_cache(maxsize=8)
+def _storage(source: str):
+    """One storage (and boto3 client, which is thread-safe) per source per process, not one per shard."""
+    return open_storage(source)
 
 
 @task(name="list-objects", cache_policy=NONE)
@@ -48,7 +61,7 @@ async def recognize_shard_task(job: Job, shard: planning.Shard) -> dict[str, Any
     settings = _settings(job)
     backend = get_backend(job.backend, settings, job.endpoint, job.concurrency, job.rate_per_second, job.config,
                           job.global_limit)
-    stats = await recognize.recognize_shard(shard.index, shard.path, job, open_storage(job.source), backend)
+    stats = await recognize.recognize_shard(shard.index, shard.path, job, _storage(job.source), backend)
     return stats.to_dict()
 
 
