@@ -30,6 +30,9 @@ class ObjectInfo:
 
 class Storage(Protocol):
     uri: str  # the source as the user wrote it, normalised
+    # How many objects one reader thread fetches in a row. Local files: many (a thread hop costs more CPU
+    # than reading a small file); bucket objects: one, since each GET waits on the network.
+    read_batch: int
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
 
@@ -45,6 +48,8 @@ def is_image_key(key: str) -> bool:
 
 
 class FolderStorage:
+    read_batch = 32
+
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
         if not self.root.is_dir():
@@ -89,6 +94,8 @@ class FolderStorage:
 
 class S3Storage:
     """S3 or Huawei OBS (S3-compatible) through boto3."""
+
+    read_batch = 1
 
     def __init__(self, uri: str, region: str | None = None):
         import boto3

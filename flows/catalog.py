@@ -151,6 +151,8 @@ async def run_job(job: Job) -> dict[str, Any]:
         recovered = writing.recover(out)
         if recovered["finished"] or recovered["dropped"]:
             logger.info("recovered an interrupted run: %s", recovered)
+        if folded := writing.compact_ledger(out, job.run_id):
+            logger.info("compacted %d ledger files into one", folded)
         listed = list_objects_task(job)
         shards = plan_shards_task(job)
         logger.info("run %s: %d objects listed, %d shards, %d calls planned", job.run_id, listed, len(shards),

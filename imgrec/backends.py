@@ -46,7 +46,7 @@ def _http_backend(settings: Settings, endpoint: str | None, concurrency: int, ra
                          "or an IAM user and password (IMGREC_CLIENT__IAM_USER, IMGREC_CLIENT__IAM_PASSWORD)")
     return ApiClient(endpoints, aksk=aksk, token=token, project_id=client.project_id, concurrency=concurrency,
                      timeout=client.timeout_seconds, retry=RetryPolicy(attempts=client.retry_attempts),
-                     limiter=limiter_for(rate, global_limit),
+                     limiter=limiter_for(rate, global_limit), transport=client.transport,
                      prevalidate=False)  # the pipeline checks each image per endpoint before calling
 
 

@@ -1,20 +1,29 @@
 """Plan shards: which listed objects still need which APIs (DuckDB anti-join against the ledger).
 
 Objects with work go into shards of `shard_size`; unchanged ones into large "skipped" shards that only
-record their status. Work happens out of core in DuckDB, so 100,000 objects plan in bounded memory.
+record their status. The plan is made in hash partitions of at most `PARTITION_ROWS` listed objects, one
+DuckDB query each, so peak memory stays flat however large the bucket (bench/scale.py: 10,000 and
+100,000 objects plan in the same memory). Inside a partition, shards hold consecutive keys.
 """
 from __future__ import annotations
 
+import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 
 from .job import Job
 from .listing import listing_files
 from .writing import ledger_dir
 
 SKIPPED_SHARD_SIZE = 10_000
+# Rows one planning query holds. DuckDB's memory grows with the rows of a query (~0.5 KB each here,
+# whatever its memory_limit says), so large listings are planned a partition at a time.
+PARTITION_ROWS = 10_000
+SKIPPED = 1_000_000  # local shard numbers from here on hold objects with nothing to do
 
 
 @dataclass(frozen=True)
@@ -35,43 +44,50 @@ def plan_shards(job: Job) -> list[Shard]:
     for old in folder.glob("*.parquet"):
         old.unlink()
     files = listing_files(job)
-    if not files:
+    listed = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    if not listed:
         return []
-    con = duckdb.connect()
-    con.execute("SET memory_limit='1GB'; SET threads=2")
-    con.execute(f"CREATE TEMP TABLE listing AS SELECT * FROM read_parquet({_sql_list(files)})")
+    partitions = max(1, math.ceil(listed / PARTITION_ROWS))
+    ledgers = [] if job.force else sorted(ledger_dir(job.out_path).glob("*.parquet"))
+    con = duckdb.connect(config={"memory_limit": "128MB", "threads": 1, "preserve_insertion_order": False})
     con.execute("CREATE TEMP TABLE wanted(api VARCHAR, params_hash VARCHAR)")
     con.executemany("INSERT INTO wanted VALUES (?, ?)", [(api, job.params_hash(api)) for api in job.apis])
-    ledgers = sorted(ledger_dir(job.out_path).glob("*.parquet"))
-    if ledgers and not job.force:
-        con.execute(f"CREATE TEMP TABLE done AS SELECT DISTINCT api, params_hash, key, fingerprint "
-                    f"FROM read_parquet({_sql_list(ledgers)})")
-    else:
-        con.execute("CREATE TEMP TABLE done(api VARCHAR, params_hash VARCHAR, key VARCHAR, fingerprint VARCHAR)")
-    con.execute("""
-        CREATE TEMP TABLE plan AS
-        SELECT l.key, any_value(l.size) AS size, any_value(l.etag) AS etag,
-               any_value(l.last_modified) AS last_modified, l.fingerprint,
-               coalesce(list(w.api ORDER BY w.api) FILTER (WHERE d.key IS NULL), []) AS pending
-        FROM listing l CROSS JOIN wanted w
-        LEFT JOIN done d ON d.api = w.api AND d.params_hash = w.params_hash AND d.key = l.key
-                        AND d.fingerprint = l.fingerprint
-        GROUP BY l.key, l.fingerprint
-    """)
-    con.execute(f"""
-        CREATE TEMP TABLE numbered AS
-        SELECT *, CASE WHEN len(pending) > 0
-                       THEN (row_number() OVER (PARTITION BY len(pending) > 0 ORDER BY key) - 1) // {int(job.shard_size)}
-                       ELSE 1000000 + (row_number() OVER (PARTITION BY len(pending) > 0 ORDER BY key) - 1) // {SKIPPED_SHARD_SIZE}
-                  END AS shard
-        FROM plan
-    """)
-    shards = []
-    groups = con.execute("SELECT shard, count(*), sum(len(pending)) FROM numbered GROUP BY shard ORDER BY shard").fetchall()
-    for index, (group, count, calls) in enumerate(groups):
-        path = folder / f"s{index:05d}.parquet"
-        con.execute(f"COPY (SELECT key, size, etag, last_modified, fingerprint, pending FROM numbered "
-                    f"WHERE shard = {int(group)} ORDER BY key) TO '{path}' (FORMAT parquet)")
-        shards.append(Shard(index, str(path), int(count), int(calls or 0)))
+    done = (f"SELECT DISTINCT api, params_hash, key, fingerprint FROM read_parquet({_sql_list(ledgers)}) "
+            f"WHERE hash(key) % {partitions} = $partition" if ledgers else
+            "SELECT NULL::VARCHAR AS api, NULL::VARCHAR AS params_hash, NULL::VARCHAR AS key, "
+            "NULL::VARCHAR AS fingerprint WHERE false")
+    pieces: list[tuple[bool, int, int, Path, int, int]] = []  # (skipped, partition, local shard, file, objects, calls)
+    for partition in range(partitions):
+        part = folder / f"part-{partition:05d}"
+        con.execute(f"""
+            COPY (
+                WITH listing AS (SELECT * FROM read_parquet({_sql_list(files)})
+                                 WHERE hash(key) % {partitions} = $partition),
+                     done AS ({done}),
+                     plan AS (
+                        SELECT l.key, any_value(l.size) AS size, any_value(l.etag) AS etag,
+                               any_value(l.last_modified) AS last_modified, l.fingerprint,
+                               coalesce(list(w.api ORDER BY w.api) FILTER (WHERE d.key IS NULL), []) AS pending
+                        FROM listing l CROSS JOIN wanted w
+                        LEFT JOIN done d ON d.api = w.api AND d.params_hash = w.params_hash AND d.key = l.key
+                                        AND d.fingerprint = l.fingerprint
+                        GROUP BY l.key, l.fingerprint)
+                SELECT *, CASE WHEN len(pending) > 0
+                    THEN (row_number() OVER (PARTITION BY len(pending) > 0 ORDER BY key) - 1) // {int(job.shard_size)}
+                    ELSE {SKIPPED} + (row_number() OVER (PARTITION BY len(pending) > 0 ORDER BY key) - 1) // {SKIPPED_SHARD_SIZE}
+                    END AS shard
+                FROM plan ORDER BY shard, key
+            ) TO '{part}' (FORMAT parquet, PARTITION_BY (shard), FILENAME_PATTERN 'manifest')""",
+                    {"partition": partition})
+        counts = con.execute(f"SELECT shard, count(*), sum(len(pending)) FROM read_parquet('{part}/*/*.parquet', "
+                             f"hive_partitioning = true) GROUP BY shard").fetchall()
+        for local, objects, calls in counts:
+            path = folder / f"p{partition:05d}-{local:07d}.parquet"
+            (part / f"shard={local}" / "manifest0.parquet").replace(path)
+            pieces.append((local >= SKIPPED, partition, local, path, objects, int(calls or 0)))
+        shutil.rmtree(part)
     con.close()
+    shards = []
+    for index, (_, _, _, piece, objects, calls) in enumerate(sorted(pieces)):  # work first, then skipped shards
+        shards.append(Shard(index, str(piece.replace(folder / f"s{index:05d}.parquet")), objects, calls))
     return shards

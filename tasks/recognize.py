@@ -73,6 +73,61 @@ def _output_writer(job: Job):
     return write
 
 
+class _Reader:
+    """Reads a shard's objects for its workers, `storage.read_batch` objects per thread hop.
+
+    Workers ask in manifest order (the semaphore is first-come first-served), so a batch read ahead is used
+    right away: at most one batch more than `concurrency` images is held in memory.
+    """
+
+    def __init__(self, storage: Storage, keys: list[str], head_only: bool):
+        self._fetch = (lambda key: _read_head(storage, key)) if head_only else storage.read
+        self._batch = max(1, int(getattr(storage, "read_batch", 1)))
+        self._keys = keys
+        self._index = {key: i for i, key in enumerate(keys)}
+        self._scheduled = [False] * len(keys)
+        self._futures: dict[str, asyncio.Future] = {}
+        self._tasks: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
+
+    async def read(self, key: str) -> bytes:
+        start = self._index[key]
+        if not self._scheduled[start]:
+            end = min(len(self._keys), start + self._batch)
+            batch = [i for i in range(start, end) if not self._scheduled[i]]
+            loop = asyncio.get_running_loop()
+            for i in batch:
+                self._scheduled[i] = True
+                self._futures[self._keys[i]] = loop.create_future()
+            task = asyncio.ensure_future(self._read_batch([self._keys[i] for i in batch]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        future = self._futures[key]
+        try:
+            return await future
+        finally:
+            self._futures.pop(key, None)
+
+    async def _read_batch(self, keys: list[str]) -> None:
+        outcomes = await asyncio.to_thread(self._read_all, keys)
+        for key, outcome in zip(keys, outcomes):
+            future = self._futures.get(key)
+            if future is None or future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    def _read_all(self, keys: list[str]) -> list[bytes | BaseException]:
+        outcomes: list[bytes | BaseException] = []
+        for key in keys:
+            try:
+                outcomes.append(self._fetch(key))
+            except Exception as exc:  # handed to the object's worker, which records it
+                outcomes.append(exc)
+        return outcomes
+
+
 async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: Storage,
                           backend: RecognitionBackend) -> ShardStats:
     objects = pq.read_table(manifest).to_pylist()
@@ -83,6 +138,8 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
     params = {api: job.resolved_params(api) for api in job.apis}
     hashes = {api: job.params_hash(api) for api in job.apis}
     writer = _output_writer(job)
+    reader = _Reader(storage, [o["key"] for o in objects if o["pending"] and (job.mode == "inline" or o["size"])],
+                     head_only=job.mode != "inline")
     now = lambda: datetime.now(timezone.utc)  # noqa: E731
 
     def error_row(obj, api, err: ApiError) -> dict:
@@ -107,12 +164,11 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
             info: ImageInfo | None = None
             try:
                 if job.mode == "inline":
-                    data = await asyncio.to_thread(storage.read, obj["key"])
-                    head = data
+                    data = head = await reader.read(obj["key"])
                 elif obj["size"] == 0:
                     head = b""  # a ranged GET of an empty object is an error on some servers
                 else:
-                    head = await asyncio.to_thread(_read_head, storage, obj["key"])
+                    head = await reader.read(obj["key"])
                 info = inspect_image(head, PERMISSIVE)
             except ApiError as err:
                 info = None

@@ -3,6 +3,7 @@
 Layout under the output folder:
   <table>/run_date=YYYY-MM-DD/<run_id>-s<NNNNN>.parquet   the tables DuckDB reads (Hive partitioned)
   _state/ledger/<run_id>-s<NNNNN>.parquet                  what succeeded, for incremental runs
+  _state/ledger/compact-<run_id>.parquet                   many of those folded into one (compact_ledger)
   _staging/<run_id>-s<NNNNN>/                              files being written, and their COMMIT marker
 
 A shard writes every file into its staging folder, then a COMMIT marker naming each file's destination,
@@ -42,6 +43,37 @@ def table_file(out: Path, table: str, run_date: str, name: str) -> Path:
 
 def ledger_dir(out: Path) -> Path:
     return out / "_state" / "ledger"
+
+
+LEDGER_COMPACT_AT = 64  # ledger files; planning reads each of them once per partition
+
+
+def compact_ledger(out: Path, run_id: str) -> int:
+    """Fold the ledger's per-shard files into one once there are many; returns how many were folded.
+
+    Streams record batches, so memory stays flat however long the history. A crash before the new file is in
+    place leaves only a `.tmp` (removed next time); a crash after it leaves some rows twice, which planning
+    reads as one (DISTINCT) and the next compaction folds again.
+    """
+    folder = ledger_dir(out)
+    for stale in folder.glob("*.parquet.tmp"):
+        stale.unlink()
+    files = sorted(folder.glob("*.parquet"))
+    if len(files) < LEDGER_COMPACT_AT:
+        return 0
+    target = folder / f"compact-{run_id}.parquet"
+    tmp = target.with_name(target.name + ".tmp")
+    with pq.ParquetWriter(tmp, LEDGER_SCHEMA, compression="zstd") as writer:
+        for path in files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
+                writer.write_batch(batch)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    for path in files:
+        if path != target:
+            path.unlink()
+    return len(files)
 
 
 def _fsync_write(path: Path, data: bytes) -> None:

@@ -207,3 +207,90 @@ async def test_shards_on_a_dask_cluster(prefect_api, config, tmp_path):
     assert summary["status"]["ok"] == 12 and summary["shards"] == 4
     faces = read_table(out, "faces")
     assert len({f["key"] for f in faces}) >= 10 and {f["label"] for f in faces} == {"Eileen Collins"}
+
+
+async def test_reader_batches_local_reads_in_order_and_keeps_errors_per_object(tmp_path):
+    import asyncio
+
+    from connectors.storage import FolderStorage
+    from tasks.recognize import _Reader
+
+    keys = [f"k{i:02d}.jpg" for i in range(20)]
+    for i, key in enumerate(keys):
+        if i != 5:  # k05 vanished between listing and reading
+            (tmp_path / key).write_bytes(b"image %d" % i)
+    storage = FolderStorage(tmp_path)
+    reader = _Reader(storage, keys, head_only=False)
+    slots, held = asyncio.Semaphore(3), []
+
+    async def one(key):
+        async with slots:
+            held.append(len(reader._futures))
+            try:
+                return await reader.read(key)
+            except FileNotFoundError as exc:
+                return exc
+
+    results = await asyncio.gather(*(one(k) for k in keys))
+    assert isinstance(results[5], FileNotFoundError)
+    assert [r for i, r in enumerate(results) if i != 5] == [b"image %d" % i for i in range(20) if i != 5]
+    assert max(held) <= storage.read_batch + 3 and not reader._futures  # bounded, and nothing left behind
+
+
+@pytest.mark.parametrize("partition_rows", [7, 10_000])
+def test_planning_in_partitions_and_after_ledger_compaction(tmp_path, monkeypatch, partition_rows):
+    import pyarrow.parquet as pq
+
+    from connectors.storage import FolderStorage
+    from tasks import planning, writing
+    from tasks.job import Job
+    from tasks.listing import list_objects
+
+    monkeypatch.setattr(planning, "PARTITION_ROWS", partition_rows)
+    source = tmp_path / "src"
+    for i in range(45):
+        (source / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (source / f"d{i % 3}" / f"img-{i:02d}.jpg").write_bytes(b"x" * (i + 1))
+    out = tmp_path / "out"
+    job = Job(run_id="r1", flow="test", source=str(source), out=str(out), apis=["image_tagging", "recapture_detect"],
+              shard_size=4)
+    assert list_objects(FolderStorage(source), job) == 45
+    listed = pq.read_table(job.run_dir / "listing" / "listing.parquet").to_pylist()
+    done = [o for o in listed if int(o["key"][-6:-4]) % 3 == 0]  # 15 objects fully done, each in its own file
+    for n, obj in enumerate(done):
+        for api in job.apis:
+            writing.commit_shard(out, job.run_date, f"old{n:02d}-{api}", {}, [
+                {"api": api, "params_hash": job.params_hash(api), "key": obj["key"],
+                 "fingerprint": obj["fingerprint"], "outcome": "ok", "run_id": "old"}])
+    image_tagging_only = next(o for o in listed if o not in done)  # done for one API of the two
+    writing.commit_shard(out, job.run_date, "old-partial", {}, [
+        {"api": "image_tagging", "params_hash": job.params_hash("image_tagging"), "key": image_tagging_only["key"],
+         "fingerprint": image_tagging_only["fingerprint"], "outcome": "ok", "run_id": "old"}])
+
+    def plan() -> dict[str, list[str]]:
+        shards = planning.plan_shards(job)
+        assert [s.index for s in shards] == list(range(len(shards)))
+        rows: dict[str, list[str]] = {}
+        total = 0
+        seen_skipped = False
+        for shard in shards:
+            manifest = pq.read_table(shard.path).to_pylist()
+            assert shard.objects == len(manifest) and shard.pending_calls == sum(len(m["pending"]) for m in manifest)
+            skipped = not any(m["pending"] for m in manifest)
+            assert not (seen_skipped and not skipped), "shards with work come first"
+            seen_skipped |= skipped
+            assert skipped or len(manifest) <= 4
+            rows.update({m["key"]: m["pending"] for m in manifest})
+            total += len(manifest)
+        assert total == len(rows), "an object planned twice"
+        return rows
+
+    before = plan()
+    assert len(before) == 45  # every listed object in exactly one shard
+    assert sum(1 for p in before.values() if not p) == 15
+    assert before[image_tagging_only["key"]] == ["recapture_detect"]
+    assert writing.compact_ledger(out, "r1") == 0  # 31 files: below the default threshold
+    monkeypatch.setattr(writing, "LEDGER_COMPACT_AT", 8)
+    assert writing.compact_ledger(out, "r1") == 31
+    assert [p.name for p in writing.ledger_dir(out).iterdir()] == ["compact-r1.parquet"]
+    assert plan() == before
