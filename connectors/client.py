@@ -83,7 +83,7 @@ class ApiClient:
     def __init__(self, endpoints: Endpoints, *, aksk: AkSk | None = None, token: TokenProvider | None = None,
                  project_id: str | None = None, concurrency: int = 10, timeout: float = 60.0,
                  retry: RetryPolicy | None = None, limiter: Limiter | None = None, prevalidate: bool = True,
-                 transport: str = "keepalive"):
+                 transport: str = "keepalive", proxy: str | None = None):
         self.endpoints = endpoints
         self._aksk = aksk
         self._token = token
@@ -93,11 +93,12 @@ class ApiClient:
         self.prevalidate = prevalidate
         # A transport, not httpx.AsyncClient: we need none of the client's auth, cookie or redirect layers.
         # The lean keep-alive one spends ~8x less CPU per request than httpx's own (bench/overhead.py).
-        if transport == "keepalive":
+        if transport == "keepalive" and not proxy:
             self._transport: httpx.AsyncBaseTransport = KeepAliveTransport(max_connections=concurrency)
-        elif transport == "httpx":
+        elif transport in ("httpx", "keepalive"):  # the lean transport speaks no proxy protocol
             self._transport = httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
+                limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+                proxy=proxy)
         else:
             raise ValueError(f"unknown transport {transport!r} (keepalive or httpx)")
         self._host = urlsplit(endpoints.image).netloc

@@ -47,6 +47,7 @@ def _http_backend(settings: Settings, endpoint: str | None, concurrency: int, ra
     return ApiClient(endpoints, aksk=aksk, token=token, project_id=client.project_id, concurrency=concurrency,
                      timeout=client.timeout_seconds, retry=RetryPolicy(attempts=client.retry_attempts),
                      limiter=limiter_for(rate, global_limit), transport=client.transport,
+                     proxy=client.proxy.get_secret_value() if client.proxy else None,
                      prevalidate=False)  # the pipeline checks each image per endpoint before calling
 
 

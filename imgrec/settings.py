@@ -108,9 +108,10 @@ class ClientSettings(BaseModel):
     iam_project_name: str | None = None
     timeout_seconds: float = 60.0
     retry_attempts: int = 5
-    # "keepalive": our lean HTTP/1.1 transport (~8x less CPU per request); "httpx": httpx's own, e.g. for
-    # HTTP/2 or anything the lean one leaves out (connectors/transport.py says what).
+    # "keepalive": our lean HTTP/1.1 transport (~9x less CPU per request); "httpx": httpx's own, for
+    # anything the lean one leaves out (connectors/transport.py says what). A proxy implies "httpx".
     transport: Literal["keepalive", "httpx"] = "keepalive"
+    proxy: SecretStr | None = None  # e.g. http://user:password@proxy:3128 (may hold a password)
 
 
 class PipelineSettings(BaseModel):

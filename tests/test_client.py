@@ -87,12 +87,14 @@ class ScriptedServer:
         self.server.shutdown()
 
 
-@pytest.fixture
-def scripted():
+@pytest.fixture(params=["keepalive", "httpx"])
+def scripted(request):
+    """A scripted server; every test using it runs with both client transports."""
     servers = []
 
     def make(script):
         servers.append(ScriptedServer(script))
+        servers[-1].transport = request.param
         return servers[-1]
 
     yield make
@@ -106,6 +108,7 @@ FAST = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05)
 def client_for(server, **kwargs) -> ApiClient:
     kwargs.setdefault("aksk", AkSk(AK, SK, PROJECT))
     kwargs.setdefault("retry", FAST)
+    kwargs.setdefault("transport", server.transport)
     return ApiClient(Endpoints.self_hosted(server.base_url), **kwargs)
 
 
@@ -182,6 +185,16 @@ async def test_signed_requests_look_like_the_sdk(scripted, photos):
     assert sent["headers"]["Authorization"].startswith(f"SDK-HMAC-SHA256 Access={AK}, SignedHeaders=content-type;host;")
     assert sent["headers"]["X-Project-Id"] == PROJECT
     assert json.loads(sent["body"])["threshold"] == 0.5
+
+
+async def test_a_proxy_carries_the_requests(scripted, photos):
+    proxy = scripted(["ok"])  # plays the proxy: it sees the absolute URL the client asks it to reach
+    endpoints = Endpoints.self_hosted("http://images.example.invalid:8080")
+    async with ApiClient(endpoints, aksk=AkSk(AK, SK, PROJECT), retry=FAST, proxy=proxy.base_url,
+                         transport=proxy.transport) as client:
+        result = await client.call("celebrity_recognition", image=photos["coffee"])
+    assert result.response.result[0].label == "someone"
+    assert proxy.requests[0]["path"] == f"http://images.example.invalid:8080/v2/{PROJECT}/image/celebrity-recognition"
 
 
 async def test_against_the_real_service(service, photos):
