@@ -1,8 +1,8 @@
 """A lean HTTP/1.1 keep-alive transport for httpx, for the API client's hot path.
 
-httpx's default transport (httpcore over anyio, h11 in pure Python) cost ~2.2 ms of CPU per request on this
-machine, ~0.9 ms even with one httpcore connection per slot; this one costs ~0.1 ms (bench/overhead.py,
-BENCHMARKS.md). It plugs in behind httpx's own transport interface, so callers still build `httpx.Request`s,
+httpx's default transport (httpcore over anyio, h11 in pure Python) costs ~2.9 ms of CPU per request on this
+machine with 16 requests in flight, ~0.9 ms even with one httpcore connection per slot; this one ~0.33 ms,
+httpx's Request/Response objects included (bench/transport.py, BENCHMARKS.md). It plugs in behind httpx's own transport interface, so callers still build `httpx.Request`s,
 get `httpx.Response`s and see httpx's exception classes (ConnectError, ReadTimeout, RemoteProtocolError...).
 
 Scope, on purpose: HTTP/1.1 (and 1.0 replies) over plain TCP or TLS, one request per connection at a time,
@@ -102,6 +102,8 @@ class _Connection(asyncio.Protocol):
         self.close()
 
     async def exchange(self, head: bytes, body: bytes, read_timeout: float | None):
+        if self.closed:
+            raise httpx.RemoteProtocolError("the server closed the connection")
         self._waiter = self._loop.create_future()
         self.last_activity = self._loop.time()
         self.transport.writelines((head, body) if body else (head,))

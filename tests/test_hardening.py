@@ -269,6 +269,46 @@ def test_gallery_and_library_ignore_links_leading_out(tmp_path):
     assert len(load_library(library)) == 0
 
 
+async def test_url_fetch_connects_to_the_address_it_checked(monkeypatch):
+    """DNS rebinding: the name resolves to an allowed address when checked, then to loopback. The fetch must
+    go to the checked address (and still name the host), or it would reach what the check refused."""
+    import asyncio
+    import socket
+
+    from imgrec.service import urlfetch
+
+    seen = []
+
+    async def serve(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head)
+        body = encode(photo("coffee"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.2", 0)  # stands in for a public host
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    real_getaddrinfo = loop.getaddrinfo
+    answers = iter(["127.0.0.2"] + ["127.0.0.1"] * 10)  # the first answer is checked, later ones rebind
+
+    async def rebinding_getaddrinfo(host, port, *args, **kwargs):
+        if host == "images.rebind.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+        return await real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", rebinding_getaddrinfo)
+    monkeypatch.setattr(urlfetch, "_is_public", lambda address: address == "127.0.0.2")
+    try:
+        fetcher = urlfetch.UrlFetcher(allow=["*"], timeout=5)
+        data = await fetcher.fetch(f"http://images.rebind.test:{port}/coffee.jpg", 10 << 20)
+    finally:
+        server.close()
+    assert data == encode(photo("coffee"))
+    assert f"host: images.rebind.test:{port}".encode() in seen[0].lower()
+
+
 # ---------------------------------------------------------------------------------------- load
 @pytest.mark.slow
 def test_service_under_load(tmp_path, gallery):

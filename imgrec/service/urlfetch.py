@@ -2,7 +2,9 @@
 
 Every hop (redirects are followed by hand, at most `max_redirects`) is checked: scheme http/https; the host's
 resolved addresses must all be public, unless "host:port" or "host" is listed in `[url_fetch] allow`; a
-listed "*" admits public hosts. The body is streamed and cut at the endpoint's size cap.
+listed "*" admits public hosts. The connection then goes to the address that was checked (Host header and
+TLS server name stay the URL's host), so a DNS answer that changes between check and connect (DNS
+rebinding) cannot reach a private address. The body is streamed and cut at the endpoint's size cap.
 """
 from __future__ import annotations
 
@@ -33,33 +35,35 @@ class UrlFetcher:
     def _listed(self, host: str, port: int) -> bool:
         return f"{host}:{port}" in self.allow or host in self.allow
 
-    async def _check_host(self, url: str) -> None:
+    async def _check_host(self, url: str) -> str | None:
+        """The address to connect to (None: a listed host, resolved as usual), or ApiError."""
         check_url_syntax(url)
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         port = parts.port or (443 if parts.scheme == "https" else 80)
         if self._listed(host, port):
-            return
+            return None
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror:
             raise ApiError.of("AIS.0029", "host does not resolve") from None
-        addresses = {info[4][0] for info in infos}
+        addresses = list(dict.fromkeys(info[4][0] for info in infos))  # the resolver's order of preference
         if not addresses or not all(_is_public(a) for a in addresses):
             raise ApiError.of("AIS.0022", "private, loopback or reserved address not on the allow-list")
         if not self.allow_public:
             raise ApiError.of("AIS.0022", "host is not on the allow-list")
+        return addresses[0]
 
     async def fetch(self, url: str, max_bytes: int) -> bytes:
         deadline = time.monotonic() + self.timeout
         async with httpx.AsyncClient(follow_redirects=False, timeout=self.timeout, trust_env=False) as client:
             for _ in range(self.max_redirects + 1):
-                await self._check_host(url)
+                address = await self._check_host(url)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ApiError.of("AIS.0029", "download timed out")
                 try:
-                    return await asyncio.wait_for(self._get(client, url, max_bytes), remaining)
+                    return await asyncio.wait_for(self._get(client, url, max_bytes, address), remaining)
                 except _Redirect as hop:
                     url = urljoin(url, hop.location)
                 except asyncio.TimeoutError:
@@ -68,8 +72,13 @@ class UrlFetcher:
                     raise ApiError.of("AIS.0029", type(exc).__name__) from None
         raise ApiError.of("AIS.0029", "too many redirects")
 
-    async def _get(self, client: httpx.AsyncClient, url: str, max_bytes: int) -> bytes:
-        async with client.stream("GET", url) as resp:
+    async def _get(self, client: httpx.AsyncClient, url: str, max_bytes: int, address: str | None) -> bytes:
+        target, headers, extensions = httpx.URL(url), {}, {}
+        if address is not None:  # connect to the checked address; the server still sees its own name
+            headers["Host"] = target.netloc.decode("ascii")
+            extensions["sni_hostname"] = target.host
+            target = target.copy_with(host=address)
+        async with client.stream("GET", target, headers=headers, extensions=extensions) as resp:
             if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
                 raise _Redirect(resp.headers["location"])
             if resp.status_code in (401, 403):
