@@ -1,6 +1,9 @@
 """Pipeline CPU per image, backend excluded: 10,000 images against the simulated service at zero latency.
 
-    .venv/bin/python bench/overhead.py [--images 10000] [--profile]
+    .venv/bin/python bench/overhead.py [--images 10000] [--source folder|s3] [--no-compare] [--py-spy]
+
+`--source s3` puts the images in a moto S3 server (another process) instead of a folder: the figure then
+includes boto3's GETs.
 
 The service is another process, so the pipeline process's CPU is the pipeline's own: listing, planning,
 reading, pre-validation, base64, signing, HTTP, parsing, normalising, Parquet, Prefect. The baseline is
@@ -24,11 +27,12 @@ from bench.throughput import make_images, prefect_server  # noqa: E402
 from tests.helpers import AK, PROJECT, SK, ServiceProcess, write_config  # noqa: E402
 
 
-def run_pipeline(base_url: str, folder: Path, out: Path, prefect_url: str, profile: Path | None = None,
-                 transport: str = "keepalive") -> tuple[float, float]:
+def run_pipeline(base_url: str, source: str, out: Path, prefect_url: str, profile: Path | None = None,
+                 transport: str = "keepalive", extra_env: dict | None = None) -> tuple[float, float]:
     env = {**os.environ, "HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "HUAWEICLOUD_SDK_PROJECT_ID": PROJECT,
-           "DO_NOT_TRACK": "1", "PREFECT_API_URL": prefect_url, "IMGREC_CLIENT__TRANSPORT": transport}
-    cmd = [str(ROOT / ".venv" / "bin" / "imgrec"), "run", str(folder), "--out", str(out), "--backend", "http",
+           "DO_NOT_TRACK": "1", "PREFECT_API_URL": prefect_url, "IMGREC_CLIENT__TRANSPORT": transport,
+           **(extra_env or {})}
+    cmd = [str(ROOT / ".venv" / "bin" / "imgrec"), "run", source, "--out", str(out), "--backend", "http",
            "--endpoint", base_url, "--apis", "celebrity_recognition", "--concurrency", "16", "--shard-size", "500"]
     if profile and profile.suffix == ".prof":
         cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), *cmd]
@@ -45,10 +49,42 @@ def run_pipeline(base_url: str, folder: Path, out: Path, prefect_url: str, profi
     return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), wall
 
 
+def s3_server(work: Path, images: Path) -> tuple[subprocess.Popen, dict]:
+    """moto's S3 server in its own process (its CPU is not the pipeline's), holding bucket "images" with the
+    images and an empty bucket "empty" for the baseline."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+    import httpx
+
+    from tests.helpers import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
+           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    for _ in range(100):
+        try:
+            httpx.get(env["AWS_ENDPOINT_URL_S3"], timeout=1)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                      aws_access_key_id="bench", aws_secret_access_key="bench")
+    for bucket in ("images", "empty"):
+        s3.create_bucket(Bucket=bucket)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda p: s3.put_object(Bucket="images", Key=p.name, Body=p.read_bytes()),
+                      sorted(images.iterdir())))
+    return proc, env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=10000)
     parser.add_argument("--profile", action="store_true", help="cProfile the run (slows it; CPU figures inflate)")
+    parser.add_argument("--source", choices=["folder", "s3"], default="folder")
     parser.add_argument("--no-compare", action="store_true", help="skip the run with httpx's own transport")
     parser.add_argument("--py-spy", action="store_true", help="sample the run with py-spy; prints top frames")
     args = parser.parse_args()
@@ -58,18 +94,22 @@ def main() -> None:
     extra = "\n[simulate]\nenabled = true\nlatency_ms = 0\n"
     service = ServiceProcess(write_config(work, extra=extra), work / "service.log")
     prefect, prefect_url = prefect_server(work)
+    moto, env = s3_server(work, work / "images") if args.source == "s3" else (None, {})
+    images, empty = ("s3://images/", "s3://empty/") if moto else (str(work / "images"), str(work / "empty"))
     try:
-        base_cpu, base_wall = run_pipeline(service.base_url, work / "empty", work / "out-empty", prefect_url)
-        cpu, wall = run_pipeline(service.base_url, work / "images", work / "out", prefect_url,
+        base_cpu, base_wall = run_pipeline(service.base_url, empty, work / "out-empty", prefect_url, extra_env=env)
+        cpu, wall = run_pipeline(service.base_url, images, work / "out", prefect_url,
                                  work / "pipeline.prof" if args.profile else
-                                 work / "pipeline.stacks" if args.py_spy else None)
-        compare = None if args.no_compare else run_pipeline(service.base_url, work / "images", work / "out-httpx",
-                                                            prefect_url, transport="httpx")
+                                 work / "pipeline.stacks" if args.py_spy else None, extra_env=env)
+        compare = None if args.no_compare else run_pipeline(service.base_url, images, work / "out-httpx",
+                                                            prefect_url, transport="httpx", extra_env=env)
     finally:
         service.stop()
         prefect.terminate()
+        if moto:
+            moto.terminate()
     per_image = (cpu - base_cpu) / args.images * 1000
-    print(table(f"Pipeline overhead over {args.images} images (simulated service, 0 ms)",
+    print(table(f"Pipeline overhead over {args.images} images from a {args.source} (simulated service, 0 ms)",
                 ["run", "CPU s", "wall s", "CPU ms per image"],
                 [["empty folder (baseline)", f"{base_cpu:.2f}", f"{base_wall:.1f}", "-"],
                  [f"{args.images} images", f"{cpu:.2f}", f"{wall:.1f}", f"{cpu / args.images * 1000:.3f}"],
