@@ -67,7 +67,7 @@ async def recognize_shard_task(job: Job, shard: planning.Shard) -> dict[str, Any
 
 @task(name="report", cache_policy=NONE)
 def report_task(job: Job, listed: int, shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
-    stats = [recognize.ShardStats(**s) for s in shard_stats]
+    stats = [recognize.ShardStats.from_dict(s) for s in shard_stats]
     summary = report.summarize(job, listed, stats, datetime.now(timezone.utc),
                                _settings(job).pipeline.unit_price_per_call)
     report.write_runs_row(job, summary)

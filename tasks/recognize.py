@@ -25,6 +25,7 @@ from schemas.errors import ApiError
 
 from . import failpoints, progress
 from .job import Job
+from .latency import LatencyHistogram
 from .normalize import Context, normalize
 from .writing import commit_shard, shard_name
 
@@ -47,14 +48,18 @@ class ShardStats:
     call_errors: int = 0
     retries: int = 0
     rate_wait_s: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     error_codes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     rows: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"shard": self.shard, "objects": self.objects, "status": dict(self.status), "calls": self.calls,
                 "call_errors": self.call_errors, "retries": self.retries, "rate_wait_s": self.rate_wait_s,
-                "latencies_ms": self.latencies_ms, "error_codes": dict(self.error_codes), "rows": self.rows}
+                "latency": self.latency.to_dict(), "error_codes": dict(self.error_codes), "rows": self.rows}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ShardStats":
+        return cls(**{**data, "latency": LatencyHistogram.from_dict(data["latency"])})
 
 
 def _output_writer(job: Job):
@@ -217,7 +222,7 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                 stats.calls += result.attempts
                 stats.retries += result.attempts - 1
                 stats.rate_wait_s += result.rate_wait_s
-                stats.latencies_ms.append(result.latency_s * 1000)
+                stats.latency.add(result.latency_s * 1000)
                 ctx = Context(job.run_id, storage.uri, obj["key"], api, info.width if info else 0,
                               info.height if info else 0, params[api], writer)
                 for table, rows in normalize(api, result.response, ctx).items():

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import html
 import json
-import statistics
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -16,15 +15,9 @@ from typing import Any
 import duckdb
 
 from .job import Job
+from .latency import LatencyHistogram
 from .recognize import ShardStats
 from .writing import table_file, write_table
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 def _query(out: Path, table: str, sql: str, run_id: str) -> list[tuple]:
@@ -42,13 +35,13 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
               unit_price: float = 0.0) -> dict[str, Any]:
     status: Counter = Counter()
     codes: Counter = Counter()
-    latencies: list[float] = []
+    latency = LatencyHistogram()
     calls = errors = retries = 0
     wait = 0.0
     for s in shards:
         status.update(s.status)
         codes.update(s.error_codes)
-        latencies.extend(s.latencies_ms)
+        latency.merge(s.latency)
         calls += s.calls
         errors += s.call_errors
         retries += s.retries
@@ -70,10 +63,9 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
         "status": {k: status.get(k, 0) for k in ("ok", "failed", "invalid", "skipped")},
         "processed": processed, "calls": calls, "call_errors": errors, "retries": retries,
         "rate_limit_wait_s": round(wait, 3), "images_per_s": round(processed / duration, 3),
-        "latency_ms": {"p50": _percentile(latencies, 0.5), "p95": _percentile(latencies, 0.95),
-                       "max": max(latencies) if latencies else None,
-                       "mean": statistics.fmean(latencies) if latencies else None},
-        "latencies_ms": latencies,
+        "latency_ms": {"p50": latency.percentile(0.5), "p95": latency.percentile(0.95),
+                       "max": latency.max_ms if latency.count else None, "mean": latency.mean()},
+        "latency_bars": latency.bars(),
         "error_codes": dict(codes.most_common()),
         "top_tags": [[t, n] for t, n in top_tags], "recapture_verdicts": [[v, n] for v, n in verdicts],
         "faces": [[f, n] for f, n in faces],
@@ -150,24 +142,13 @@ def _bar_chart(title: str, pairs: list[tuple[str, float]], colour: str = "#3b82f
             f"width='{width}' height='{height}' viewBox='0 0 {width} {height}'>{''.join(rows)}</svg></section>")
 
 
-def _histogram(values: list[float], bins: int = 12) -> list[tuple[str, float]]:
-    if not values:
-        return []
-    lo, hi = min(values), max(values)
-    step = (hi - lo) / bins or 1.0
-    counts = [0] * bins
-    for v in values:
-        counts[min(bins - 1, int((v - lo) / step))] += 1
-    return [(f"{lo + i * step:.0f}-{lo + (i + 1) * step:.0f} ms", c) for i, c in enumerate(counts)]
-
-
 def render_html(summary: dict[str, Any]) -> str:
     s = summary
     status = [(k, v) for k, v in s["status"].items()]
     charts = [
         _bar_chart("Images by status", status, "#10b981"),
         _bar_chart("Error codes", list(s["error_codes"].items()), "#ef4444"),
-        _bar_chart("Latency distribution", _histogram(s["latencies_ms"]), "#6366f1"),
+        _bar_chart("Latency distribution", s["latency_bars"], "#6366f1"),
         _bar_chart("Top tags", [(t, n) for t, n in s["top_tags"]], "#3b82f6"),
         _bar_chart("Recapture verdicts", [(v, n) for v, n in s["recapture_verdicts"]], "#f59e0b"),
         _bar_chart("Recognised faces", [(f, n) for f, n in s["faces"]], "#8b5cf6"),
@@ -200,8 +181,7 @@ def write_report(job: Job, summary: dict[str, Any]) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"json": folder / f"{job.run_id}.json", "md": folder / f"{job.run_id}.md",
              "html": folder / f"{job.run_id}.html"}
-    public = {k: v for k, v in summary.items() if k != "latencies_ms"}
-    paths["json"].write_text(json.dumps(public, indent=2, default=str))
+    paths["json"].write_text(json.dumps(summary, indent=2, default=str))
     paths["md"].write_text(markdown(summary))
     paths["html"].write_text(render_html(summary))
     return paths

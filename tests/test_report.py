@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from tasks.job import Job
+from tasks.latency import LatencyHistogram
 from tasks.recognize import ShardStats
 from tasks.report import render_html, summarize, write_report
 
@@ -18,7 +19,7 @@ def _summary(tmp_path):
     job = Job(run_id="20261126T000000Z-test", flow="catalog-tagging", source=str(tmp_path), out=str(tmp_path),
               apis=["image_tagging"], started_at=datetime.now(timezone.utc) - timedelta(seconds=12))
     stats = ShardStats(shard=0, objects=40, status={"ok": 35, "failed": 3, "invalid": 2}, calls=44, call_errors=3,
-                       retries=4, latencies_ms=list(np.random.default_rng(0).gamma(4, 30, 38)),
+                       retries=4, latency=LatencyHistogram.of(np.random.default_rng(0).gamma(4, 30, 38)),
                        error_codes={"AIS.0503": 2, "APIG.0308": 3})
     return job, summarize(job, 40, [stats], datetime.now(timezone.utc), unit_price=0.002)
 
@@ -29,7 +30,25 @@ def test_report_is_self_contained(tmp_path):
     assert "<svg" in page and "http://" not in page and "https://" not in page and "<script" not in page
     assert summary["estimated_cost"] == pytest.approx(0.088)
     paths = write_report(job, summary)
-    assert "latencies_ms" not in paths["json"].read_text()
+    assert '"latency_bars"' in paths["json"].read_text()
+
+
+def test_latency_histogram_is_bounded_and_close_to_exact():
+    rng = np.random.default_rng(1)
+    values = np.concatenate([rng.gamma(4, 30, 200_000), rng.uniform(2_000, 60_000, 500), [0.0, 0.004]])
+    whole = LatencyHistogram()
+    for part in np.array_split(values, 7):  # as shards would: each its own, merged in the flow
+        whole.merge(LatencyHistogram.of(part))
+    ordered = np.sort(values)
+    for q in (0.5, 0.9, 0.95, 0.99, 0.999):
+        exact = ordered[int(q * (len(ordered) - 1))]
+        assert abs(whole.percentile(q) - exact) <= 0.03 * exact, q
+    assert whole.count == len(values) and whole.max_ms == values.max()
+    assert whole.mean() == pytest.approx(values.mean())
+    assert len(whole.buckets) < 300  # however many calls
+    assert sum(n for _, n in whole.bars()) == len(values) and len(whole.bars()) <= 12
+    again = LatencyHistogram.from_dict(whole.to_dict())
+    assert again == whole and LatencyHistogram().percentile(0.5) is None
 
 
 def test_report_renders_in_headless_chromium(tmp_path):
