@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -192,6 +192,10 @@ class ImageRecognitionService:
             except ApiError as err:
                 code = err.code
                 response = error_response(err, request)
+            except ClientDisconnect:  # the client gave up (its timeout) while sending: not a server failure
+                log.info("request %s: client disconnected", request.state.request_id)
+                code = "CLIENT.DISCONNECT"
+                response = Response(status_code=499)  # nginx's "client closed request"; nobody receives it
             except Exception:
                 log.exception("request %s: unexpected failure", request.state.request_id)
                 code = "AIP.0500"
@@ -238,15 +242,12 @@ class _ResetResponse(Response):
         await _inject_reset(send)
 
 
-class _Reset(Exception):
-    """Raised after a partial response: the server drops the connection, as a network reset would."""
-
-
 async def _inject_reset(send) -> None:
+    """Start a reply, then stop: the server drops the connection mid-body, as a network reset would (uvicorn
+    logs one line, "returned without completing response", instead of an exception's traceback)."""
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
     await send({"type": "http.response.body", "body": b'{"result": ', "more_body": True})
-    raise _Reset()
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
