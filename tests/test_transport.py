@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import gzip
+import ipaddress
 import ssl
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -222,8 +225,6 @@ def _self_signed() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
-    import ipaddress
-
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
             .not_valid_after(now + datetime.timedelta(hours=1))
@@ -234,9 +235,6 @@ def _self_signed() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     pem = cert.public_bytes(serialization.Encoding.PEM)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    import tempfile
-    from pathlib import Path
-
     folder = Path(tempfile.mkdtemp())
     (folder / "cert.pem").write_bytes(pem)
     (folder / "key.pem").write_bytes(key_pem)

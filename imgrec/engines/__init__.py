@@ -1,6 +1,7 @@
 """Engine registry: one slot per API. An API without an engine answers AIS.0007 (service not enabled)."""
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any, Callable
@@ -60,6 +61,7 @@ FACTORIES: dict[str, Callable[[Any], Any]] = {
 }
 
 
+@functools.cache  # once per process: every registry would otherwise reload libc to set the same option
 def _keep_large_allocations() -> None:
     """Engines allocate and free multi-megabyte arrays on every image; glibc serves those with mmap/munmap,
     so each image paid fresh page faults. Keeping them in the heap (up to 64 MB) saves that work."""
