@@ -98,6 +98,8 @@ def test_base64_as_real_clients_send_it():
     spec = schemas.spec("image_tagging").image
     chunked = "\r\n".join(text[i:i + 76] for i in range(0, len(text), 76))  # PHP chunk_split in the reference
     assert decode_base64(chunked, spec) == jpeg
+    assert decode_base64("\n".join(text[i:i + 64] for i in range(0, len(text), 64)) + "\n", spec) == jpeg  # PEM
+    assert decode_base64(" \t".join(text[i:i + 100] for i in range(0, len(text), 100)), spec) == jpeg
     assert decode_base64("data:image/jpeg;base64," + text, spec) == jpeg
     assert decode_base64(text.rstrip("="), spec) == jpeg
     assert code_of(decode_base64, "not base64 !!", spec) == "AIS.0015"
