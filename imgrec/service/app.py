@@ -9,9 +9,9 @@ import asyncio
 import base64
 import contextlib
 import json
-import random
 import logging
 import os
+import random
 import time
 import uuid
 from typing import Any
