@@ -192,3 +192,52 @@ def test_bring_your_own_onnx_models(tmp_path):
     assert abs(float(by_name["Box"]["confidence"]) - 90.2) < 0.5  # objectness = red mean 230/255
     mains = run(registry, "main_object_detection", encode(red, "PNG"))
     assert any(m["location"]["width"] == 200 for m in mains)
+
+
+ANALYSING = ["image_tagging", "media_tagging", "media_tagging_det", "image_tagging_v1", "main_object_detection"]
+
+
+def test_one_analysis_pass_per_image_serves_every_tagging_api():
+    def answers(registry, order, data):
+        return {api: run(registry, api, data, threshold=20.0) for api in order}
+
+    data = encode(photo("astronaut"))
+    shared = EngineRegistry(Settings())
+    together = answers(shared, ANALYSING, data)
+    assert shared.analyser.passes == 1
+    alone = {}
+    for api in ANALYSING:  # a registry per API: nothing to reuse
+        single = EngineRegistry(Settings())
+        alone.update(answers(single, [api], data))
+        assert single.analyser.passes == 1
+    assert together == alone
+    # main-object first asks for no pixel tags; the tagging APIs then need a full pass (2), and a later
+    # main-object call reuses the full one without changing its answer.
+    registry = EngineRegistry(Settings())
+    first = run(registry, "main_object_detection", data, threshold=20.0)
+    answers(registry, ANALYSING[:4], data)
+    assert registry.analyser.passes == 2
+    assert run(registry, "main_object_detection", data, threshold=20.0) == first == alone["main_object_detection"]
+    assert registry.analyser.passes == 2
+
+
+def test_analysis_is_shared_by_concurrent_requests_and_failures_are_not_kept():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgrec.engines.analysis import Analyser
+    from schemas.errors import ApiError
+
+    analyser, spec = Analyser(), schemas.spec("image_tagging").image
+    data = encode(photo("chelsea"))
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda _: analyser.analyse(data, spec), range(6)))
+    assert analyser.passes == 1 and all(r is results[0] for r in results)
+    truncated = encode(photo("coffee"))[:3000]  # the header is whole, the pixels are not
+    for _ in range(2):
+        with pytest.raises(ApiError):
+            analyser.analyse(truncated, spec)
+    assert analyser.passes == 1 and len(analyser._entries) == 1  # only chelsea's; the failure is not cached
+    small = Analyser(capacity=2)
+    for name in ("astronaut", "chelsea", "coffee", "astronaut"):
+        small.analyse(encode(photo(name)), spec)
+    assert small.passes == 4  # astronaut was evicted by the time it came back

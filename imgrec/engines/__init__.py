@@ -12,14 +12,15 @@ from schemas.errors import ApiError
 log = logging.getLogger("imgrec.engines")
 
 
-def _celebrity(settings) -> Any:
+def _celebrity(registry: "EngineRegistry") -> Any:
     from .celebrity_recognition import CelebrityRecognitionEngine
 
-    return CelebrityRecognitionEngine(settings.celebrity.gallery, settings.celebrity.match_distance)
+    celebrity = registry.settings.celebrity
+    return CelebrityRecognitionEngine(celebrity.gallery, celebrity.match_distance)
 
 
-def _simple(module: str, cls: str) -> Callable[[Any], Any]:
-    def factory(settings) -> Any:
+def _simple(module: str, cls: str) -> Callable[["EngineRegistry"], Any]:
+    def factory(registry: "EngineRegistry") -> Any:
         import importlib
 
         return getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
@@ -27,26 +28,25 @@ def _simple(module: str, cls: str) -> Callable[[Any], Any]:
     return factory
 
 
-def _bgm(settings) -> Any:
+def _bgm(registry: "EngineRegistry") -> Any:
     from .bgm_recognition import BgmRecognitionEngine
 
-    return BgmRecognitionEngine(settings.bgm.library)
+    return BgmRecognitionEngine(registry.settings.bgm.library)
 
 
-def _analysing(module: str, cls: str) -> Callable[[Any], Any]:
-    """Engines built on analysis.py also get the configured bring-your-own models."""
-    def factory(settings) -> Any:
+def _analysing(module: str, cls: str) -> Callable[["EngineRegistry"], Any]:
+    """Engines built on analysis.py share the registry's Analyser (one pass per image, one copy of the
+    bring-your-own models)."""
+    def factory(registry: "EngineRegistry") -> Any:
         import importlib
 
-        from .plugins import load_plugins
-
-        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(tuple(load_plugins(settings.models)))
+        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(registry.analyser)
 
     return factory
 
 
-# API name -> factory(settings). APIs missing here have no engine yet and answer AIS.0007.
-FACTORIES: dict[str, Callable[[Any], Any]] = {
+# API name -> factory(registry). APIs missing here have no engine yet and answer AIS.0007.
+FACTORIES: dict[str, Callable[["EngineRegistry"], Any]] = {
     "dark_enhance": _simple("dark_enhance", "DarkEnhanceEngine"),
     "defog": _simple("defog", "DefogEngine"),
     "celebrity_recognition": _celebrity,
@@ -84,6 +84,13 @@ class EngineRegistry:
         self._engines: dict[str, Any] = {}
         self._lock = threading.Lock()
 
+    @functools.cached_property  # built under self._lock, by the first analysing engine's factory
+    def analyser(self) -> Any:
+        from .analysis import Analyser
+        from .plugins import load_plugins
+
+        return Analyser(tuple(load_plugins(self.settings.models)))
+
     def enabled(self, api: str) -> bool:
         options = self.settings.engines.get(api, {})
         return api in FACTORIES and options.get("enabled", True)
@@ -99,7 +106,7 @@ class EngineRegistry:
             with self._lock:
                 engine = self._engines.get(api)
                 if engine is None:
-                    engine = FACTORIES[api](self.settings)
+                    engine = FACTORIES[api](self)
                     self._engines[api] = engine
         return engine
 

@@ -1,13 +1,17 @@
 """What the tagging and main-object engines see in one image: detector objects, faces and pixel tags.
 
-Computed once per request and formatted per endpoint by the thin engine modules.
+Computed once per image by an `Analyser` shared by those engines, and formatted per endpoint by the thin
+engine modules.
 """
 from __future__ import annotations
 
-from collections import defaultdict
+import hashlib
+import threading
+from collections import OrderedDict, defaultdict
+from concurrent.futures import Future
 from dataclasses import dataclass
 
-from schemas.common import ImageSpec, decode_image_scaled
+from schemas.common import ImageSpec, decode_image_scaled, inspect_image
 
 from .detector import Detection, detector
 from .faces import face_models
@@ -38,8 +42,56 @@ def object_candidates(detections: list[Detection], scale: float) -> list[Candida
     return out
 
 
-def analyse(data: bytes, spec: ImageSpec, with_scene: bool = True, with_faces: bool = True,
-            plugins: tuple = ()) -> Analysis:
+class Analyser:
+    """The bring-your-own models and the analyses of the images seen last, shared by the five engines
+    that analyse (tagging v1/v2, media tagging with and without boxes, main object).
+
+    A catalog run asks those APIs about one image one after another, and each needs the same decode,
+    detector, face and pixel pass: it runs once per image (keyed by a digest of the bytes) and the others
+    reuse it. A request that arrives while the same image is being analysed waits for that pass instead of
+    repeating it. Failures are not kept: the next request tries again. Analyses are treated as read-only.
+    """
+
+    def __init__(self, plugins: tuple = (), capacity: int = 256):
+        self.plugins = tuple(plugins)
+        self.capacity = capacity  # an Analysis is a few KB: no pixels are kept
+        self._entries: OrderedDict[tuple[bytes, bool], Future] = OrderedDict()
+        self._lock = threading.Lock()
+        self.passes = 0  # analyses computed (the rest were reused): for tests and benchmarks
+
+    def analyse(self, data: bytes, spec: ImageSpec, with_scene: bool = True) -> Analysis:
+        """`with_scene=False` skips the pixel tags (main-object detection reads only objects and faces);
+        such a caller may get a full analysis when one is at hand."""
+        inspect_image(data, spec)  # every API's own limits, whether or not the pass is reused
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        keys = [(digest, True)] if with_scene else [(digest, True), (digest, False)]
+        with self._lock:
+            for key in keys:
+                found = self._entries.get(key)
+                if found is not None:
+                    self._entries.move_to_end(key)
+                    break
+            else:
+                key, found = keys[-1], None
+                mine = self._entries[key] = Future()
+                while len(self._entries) > self.capacity:
+                    self._entries.popitem(last=False)
+        if found is not None:
+            return found.result()
+        try:
+            result = analyse(data, spec, with_scene, self.plugins)
+        except BaseException as exc:
+            with self._lock:
+                if self._entries.get(key) is mine:
+                    del self._entries[key]
+            mine.set_exception(exc)  # whoever waits on this pass fails as the pass did (same bytes)
+            raise
+        self.passes += 1
+        mine.set_result(result)
+        return result
+
+
+def analyse(data: bytes, spec: ImageSpec, with_scene: bool = True, plugins: tuple = ()) -> Analysis:
     rgb, scale = decode_image_scaled(data, spec, max_side=WORK_SIDE)
     if max(rgb.shape[:2]) > WORK_SIDE:
         import cv2
@@ -49,7 +101,7 @@ def analyse(data: bytes, spec: ImageSpec, with_scene: bool = True, with_faces: b
                          interpolation=cv2.INTER_AREA)
         scale /= shrink
     detections = detector().detect(rgb)
-    faces = face_models().detect(rgb, upsample=0, with_descriptors=False) if with_faces else []
+    faces = face_models().detect(rgb, upsample=0, with_descriptors=False)
     candidates = object_candidates(detections, scale)
     faces = [type(f)(round(f.x * scale), round(f.y * scale), round(f.w * scale), round(f.h * scale), f.score)
              for f in faces]  # in the original image's pixels, like every box we return
@@ -92,7 +144,7 @@ def iou(a, b) -> float:
     return inter / (a[2] * a[3] + b[2] * b[3] - inter + 1e-9)
 
 
-__all__ = ["Analysis", "analyse", "ranked", "label", "clamp_box", "iou", "tag_items"]
+__all__ = ["Analyser", "Analysis", "analyse", "ranked", "label", "clamp_box", "iou", "tag_items"]
 
 
 def tag_items(analysis: Analysis, params: dict, tag_model, instance_model=None, box_model=None,

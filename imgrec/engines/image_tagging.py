@@ -5,15 +5,15 @@ from schemas import image_tagging as schema
 from schemas.common import ParsedRequest
 from schemas.shapes import BoxFloat, InstanceFloat
 
-from .analysis import analyse, tag_items
+from .analysis import Analyser, tag_items
 
 
 class ImageTaggingEngine:
     api = schema.SPEC.name
 
-    def __init__(self, plugins: tuple = ()):
-        self.plugins = plugins
+    def __init__(self, analyser: Analyser | None = None):
+        self.analyser = analyser or Analyser()
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
-        tags = tag_items(analyse(data, schema.SPEC.image, plugins=self.plugins), request.params, schema.Tag, InstanceFloat, BoxFloat)
+        tags = tag_items(self.analyser.analyse(data, schema.SPEC.image), request.params, schema.Tag, InstanceFloat, BoxFloat)
         return schema.Response(result=schema.Result(tags=tags))

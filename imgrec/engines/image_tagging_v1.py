@@ -5,18 +5,18 @@ from schemas import image_tagging_v1 as schema
 from schemas.common import ParsedRequest
 from schemas.shapes import I18n
 
-from .analysis import analyse, label, ranked
+from .analysis import Analyser, label, ranked
 
 
 class ImageTaggingV1Engine:
     api = schema.SPEC.name
 
-    def __init__(self, plugins: tuple = ()):
-        self.plugins = plugins
+    def __init__(self, analyser: Analyser | None = None):
+        self.analyser = analyser or Analyser()
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         p = request.params
-        analysis = analyse(data, schema.SPEC.image, plugins=self.plugins)
+        analysis = self.analyser.analyse(data, schema.SPEC.image)
         tags = [schema.Tag(confidence=round(c.confidence, 2), tag=label(c, p["language"]), type=c.kind,
                            i18n_tag=I18n(zh=c.zh, en=c.en))
                 for c in ranked(analysis.candidates, p["threshold"], p["limit"])]

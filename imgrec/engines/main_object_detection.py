@@ -15,7 +15,7 @@ from schemas import main_object_detection as schema
 from schemas.common import ParsedRequest, decode_image, fmt_confidence
 from schemas.shapes import BoxFloat
 
-from .analysis import analyse, clamp_box, iou
+from .analysis import Analyser, clamp_box, iou
 
 SALIENCY_SIDE = 256
 
@@ -50,12 +50,12 @@ def saliency_box(rgb: np.ndarray) -> tuple[tuple[float, float, float, float], fl
 class MainObjectDetectionEngine:
     api = schema.SPEC.name
 
-    def __init__(self, plugins: tuple = ()):
-        self.plugins = plugins
+    def __init__(self, analyser: Analyser | None = None):
+        self.analyser = analyser or Analyser()
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         threshold = request.params["threshold"]
-        a = analyse(data, schema.SPEC.image, with_scene=False, plugins=self.plugins)
+        a = self.analyser.analyse(data, schema.SPEC.image, with_scene=False)
         # Subjects: every located object (detector, plug-in detector) and face, with its own confidence.
         boxes = [((x, y, w, h), conf) for c in a.candidates if c.kind == "object" for x, y, w, h, conf in c.boxes]
         candidates = [(b, c) for b, c in boxes if c >= threshold]

@@ -4,17 +4,17 @@ from __future__ import annotations
 from schemas import media_tagging as schema
 from schemas.common import ParsedRequest
 
-from .analysis import analyse, tag_items
+from .analysis import Analyser, tag_items
 
 
 class MediaTaggingEngine:
     api = schema.SPEC.name
 
-    def __init__(self, plugins: tuple = ()):
-        self.plugins = plugins
+    def __init__(self, analyser: Analyser | None = None):
+        self.analyser = analyser or Analyser()
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
-        tags = tag_items(analyse(data, schema.SPEC.image, plugins=self.plugins), request.params, schema.Tag)
+        tags = tag_items(self.analyser.analyse(data, schema.SPEC.image), request.params, schema.Tag)
         for tag in tags:
             tag.instances = []
         return schema.Response(result=schema.Result(tags=tags))

@@ -5,16 +5,16 @@ from schemas import media_tagging_det as schema
 from schemas.common import ParsedRequest
 from schemas.shapes import BoxInt, InstanceInt
 
-from .analysis import analyse, tag_items
+from .analysis import Analyser, tag_items
 
 
 class MediaTaggingDetEngine:
     api = schema.SPEC.name
 
-    def __init__(self, plugins: tuple = ()):
-        self.plugins = plugins
+    def __init__(self, analyser: Analyser | None = None):
+        self.analyser = analyser or Analyser()
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
-        tags = tag_items(analyse(data, schema.SPEC.image, plugins=self.plugins), request.params, schema.Tag, InstanceInt, BoxInt,
+        tags = tag_items(self.analyser.analyse(data, schema.SPEC.image), request.params, schema.Tag, InstanceInt, BoxInt,
                          with_i18n_type=False, objects_only=True)
         return schema.Response(result=schema.Result(tags=tags))
