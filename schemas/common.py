@@ -257,6 +257,7 @@ class ParsedRequest:
     image_bytes: bytes | None = None  # from a multipart file, or set once acquired
     url: str | None = None
     from_form: bool = False
+    tenant: str = ""  # the caller's project, set by the service: engines share work only within one tenant
 
 
 @dataclass(frozen=True)

@@ -269,3 +269,45 @@ def test_super_resolution_json_and_multipart(service, token):
     assert_error(post(service, token, "/v1.0/vision/super-resolution", {"image": webp}), "AIS.0502")
     wide = base64.b64encode(encode(np.zeros((4, 2100, 3), np.uint8), "PNG")).decode()
     assert_error(post(service, token, "/v1.0/vision/super-resolution", {"image": wide}), "AIS.0504")
+
+
+def test_analysis_passes_are_shared_within_one_project_only(tmp_path):
+    """Two tagging APIs asked by one project about one image cost one analysis pass; the same image from
+    another project gets its own pass (a reused pass answers faster, which must not tell one tenant what
+    another just sent). The app on uvicorn in this process, so its analyser can be read; real signatures."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from connectors import signer
+    from imgrec.service.app import create_app
+    from imgrec.settings import Settings
+    from tests.helpers import OTHER_AK, OTHER_SK, free_port, write_config
+
+    app = create_app(Settings.load(write_config(tmp_path)))
+    analyser = app.app.state.service.recognizer.registry.analyser
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    base = f"http://127.0.0.1:{server.config.port}"
+    body = json.dumps({"image": base64.b64encode(encode(photo("chelsea"))).decode()}).encode()
+
+    def call(api_path, ak, sk, project):
+        path = api_path.format(project=project)
+        host = base.removeprefix("http://")
+        headers = signer.sign("POST", path, {"Content-Type": "application/json", "Host": host}, body, ak, sk)
+        resp = httpx.post(base + path, content=body, headers=headers, timeout=60)
+        assert resp.status_code == 200, resp.text
+
+    try:
+        call("/v2/{project}/image/tagging", AK, SK, PROJECT)
+        call("/v2/{project}/image/media-tagging-det", AK, SK, PROJECT)
+        assert analyser.passes == 1
+        call("/v2/{project}/image/tagging", OTHER_AK, OTHER_SK, OTHER_PROJECT)
+        assert analyser.passes == 2
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -50,21 +50,23 @@ class Analyser:
     detector, face and pixel pass: it runs once per image (keyed by a digest of the bytes) and the others
     reuse it. A request that arrives while the same image is being analysed waits for that pass instead of
     repeating it. Failures are not kept: the next request tries again. Analyses are treated as read-only.
+    Passes are shared only within one tenant (the service's caller project): another project's quick answer
+    must not tell anyone that this exact image was just sent by someone else.
     """
 
     def __init__(self, plugins: tuple = (), capacity: int = 256):
         self.plugins = tuple(plugins)
         self.capacity = capacity  # an Analysis is a few KB: no pixels are kept
-        self._entries: OrderedDict[tuple[bytes, bool], Future] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, bytes, bool], Future] = OrderedDict()
         self._lock = threading.Lock()
         self.passes = 0  # analyses computed (the rest were reused): for tests and benchmarks
 
-    def analyse(self, data: bytes, spec: ImageSpec, with_scene: bool = True) -> Analysis:
+    def analyse(self, data: bytes, spec: ImageSpec, tenant: str = "", with_scene: bool = True) -> Analysis:
         """`with_scene=False` skips the pixel tags (main-object detection reads only objects and faces);
         such a caller may get a full analysis when one is at hand."""
         inspect_image(data, spec)  # every API's own limits, whether or not the pass is reused
         digest = hashlib.blake2b(data, digest_size=16).digest()
-        keys = [(digest, True)] if with_scene else [(digest, True), (digest, False)]
+        keys = [(tenant, digest, True)] if with_scene else [(tenant, digest, True), (tenant, digest, False)]
         with self._lock:
             for key in keys:
                 found = self._entries.get(key)

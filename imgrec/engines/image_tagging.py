@@ -15,5 +15,6 @@ class ImageTaggingEngine:
         self.analyser = analyser or Analyser()
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
-        tags = tag_items(self.analyser.analyse(data, schema.SPEC.image), request.params, schema.Tag, InstanceFloat, BoxFloat)
+        analysis = self.analyser.analyse(data, schema.SPEC.image, request.tenant)
+        tags = tag_items(analysis, request.params, schema.Tag, InstanceFloat, BoxFloat)
         return schema.Response(result=schema.Result(tags=tags))

@@ -16,7 +16,7 @@ class ImageTaggingV1Engine:
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         p = request.params
-        analysis = self.analyser.analyse(data, schema.SPEC.image)
+        analysis = self.analyser.analyse(data, schema.SPEC.image, request.tenant)
         tags = [schema.Tag(confidence=round(c.confidence, 2), tag=label(c, p["language"]), type=c.kind,
                            i18n_tag=I18n(zh=c.zh, en=c.en))
                 for c in ranked(analysis.candidates, p["threshold"], p["limit"])]

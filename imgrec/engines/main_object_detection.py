@@ -55,7 +55,7 @@ class MainObjectDetectionEngine:
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         threshold = request.params["threshold"]
-        a = self.analyser.analyse(data, schema.SPEC.image, with_scene=False)
+        a = self.analyser.analyse(data, schema.SPEC.image, request.tenant, with_scene=False)
         # Subjects: every located object (detector, plug-in detector) and face, with its own confidence.
         boxes = [((x, y, w, h), conf) for c in a.candidates if c.kind == "object" for x, y, w, h, conf in c.boxes]
         candidates = [(b, c) for b, c in boxes if c >= threshold]

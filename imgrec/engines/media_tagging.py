@@ -14,7 +14,7 @@ class MediaTaggingEngine:
         self.analyser = analyser or Analyser()
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
-        tags = tag_items(self.analyser.analyse(data, schema.SPEC.image), request.params, schema.Tag)
+        tags = tag_items(self.analyser.analyse(data, schema.SPEC.image, request.tenant), request.params, schema.Tag)
         for tag in tags:
             tag.instances = []
         return schema.Response(result=schema.Result(tags=tags))

@@ -15,6 +15,7 @@ class MediaTaggingDetEngine:
         self.analyser = analyser or Analyser()
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
-        tags = tag_items(self.analyser.analyse(data, schema.SPEC.image), request.params, schema.Tag, InstanceInt, BoxInt,
+        analysis = self.analyser.analyse(data, schema.SPEC.image, request.tenant)
+        tags = tag_items(analysis, request.params, schema.Tag, InstanceInt, BoxInt,
                          with_i18n_type=False, objects_only=True)
         return schema.Response(result=schema.Result(tags=tags))

@@ -233,6 +233,7 @@ class ImageRecognitionService:
             parsed = spec.parse(fields, file_bytes=file_bytes, from_form=True)
         else:
             parsed = spec.parse(parse_json(body))
+        parsed.tenant = identity.project_id if identity is not None else ""
         if self.simulating:
             await simulate.simulated_latency(self.settings.simulate, self._rng)
             return JSONResponse({"result": simulate.simulated_result(spec.name)})
