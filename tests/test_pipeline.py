@@ -294,3 +294,15 @@ def test_planning_in_partitions_and_after_ledger_compaction(tmp_path, monkeypatc
     assert writing.compact_ledger(out, "r1") == 31
     assert [p.name for p in writing.ledger_dir(out).iterdir()] == ["compact-r1.parquet"]
     assert plan() == before
+
+
+def test_job_runs_each_api_once_in_the_reference_order(tmp_path):
+    from flows.catalog import make_job
+
+    job = make_job("test", str(tmp_path), str(tmp_path / "out"),
+                   ["main_object_detection", "image_tagging", "recapture_detect", "image_tagging"], "local",
+                   None, None, None, None, None, "", None, None, False, None, None)
+    assert job.apis == ["image_tagging", "recapture_detect", "main_object_detection"]
+    with pytest.raises(Exception, match="no_such_api"):
+        make_job("test", str(tmp_path), None, ["no_such_api"], "local", None, None, None, None, None, "", None, None,
+                 False, None, None)
