@@ -90,7 +90,16 @@ async def ensure_global_limit(name: str, rate_per_second: float) -> None:
     import math
 
     from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectAlreadyExists
 
     async with get_client() as client:
-        await client.upsert_global_concurrency_limit_by_name(
-            name, max(1, math.ceil(rate_per_second)), slot_decay_per_second=rate_per_second)
+        for attempt in (1, 2):
+            try:
+                await client.upsert_global_concurrency_limit_by_name(
+                    name, max(1, math.ceil(rate_per_second)), slot_decay_per_second=rate_per_second)
+                return
+            except ObjectAlreadyExists:
+                # Prefect's upsert reads, then creates: a worker starting at the same moment created it in
+                # between. The second attempt finds it and updates it.
+                if attempt == 2:
+                    raise

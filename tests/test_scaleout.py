@@ -86,6 +86,23 @@ def test_one_rate_across_two_worker_processes(prefect_api, tmp_path):
         assert len(read_table(tmp_path / f"out-{worker}", "images", "WHERE status = 'ok'")) == per_worker
 
 
+async def test_workers_starting_together_create_the_global_limit_once(prefect_api):
+    """Prefect's upsert reads, then creates: workers starting at the same moment race to create the limit
+    (seen once in CI as ObjectAlreadyExists failing a run). Every one of them must succeed."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+
+    from tasks.ratelimit import ensure_global_limit
+
+    for round_ in range(3):
+        name = f"imgrec-race-{round_}"
+        await asyncio.gather(*(ensure_global_limit(name, 6) for _ in range(8)))
+        async with get_client() as client:
+            limit = await client.read_global_concurrency_limit_by_name(name)
+        assert limit.limit == 6 and limit.slot_decay_per_second == 6
+
+
 def _prefect(args: list[str], env: dict, timeout: float = 120) -> str:
     proc = subprocess.run([str(Path(sys.executable).parent / "prefect"), *args], env=env, capture_output=True,
                           text=True, timeout=timeout, cwd=Path(__file__).parents[1])
