@@ -46,7 +46,7 @@ def run_pipeline(base_url: str, source: str, out: Path, prefect_url: str, profil
         proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU and peak RSS
     wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen, or it waits again
     if proc.returncode != 0:
         raise RuntimeError(log.read_text()[-6000:])
     return usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024

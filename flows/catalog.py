@@ -128,7 +128,8 @@ def make_job(flow_name: str, source: str, out: str | None, apis: list[str] | Non
             raise ValueError(f"{api} takes a video URL, not catalog images; it cannot run in the image pipeline")
     # Each API once (a repeated name would write its rows twice), in the reference's order: the tagging APIs
     # then come before main-object detection, whose lighter analysis could otherwise run as a second pass.
-    chosen = [api for api in schemas.SPECS if api in set(chosen)]
+    wanted = set(chosen)
+    chosen = [api for api in schemas.SPECS if api in wanted]
     job = Job(run_id=new_run_id(), flow=flow_name, source=source, out=str(Path(out or p.out).resolve()),
               apis=chosen, backend=backend, endpoint=endpoint or settings.client.endpoint, mode=mode or p.mode,
               concurrency=concurrency or p.concurrency,
