@@ -38,8 +38,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run(registry, api: str, data: bytes, **params):
-    import schemas
-
+    from imgrec import schemas
     spec = schemas.spec(api)
     placeholder = {"url": "https://example.com/x.mp4"} if spec.input == "url_only" else {"image": "eA=="}
     return registry.get(api).run(data, spec.parse({**placeholder, **params}))

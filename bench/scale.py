@@ -23,10 +23,10 @@ sys.path.insert(0, str(ROOT))
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[4])
-from connectors.storage import open_storage
-from tasks.job import Job
-from tasks.listing import list_objects
-from tasks.planning import plan_shards
+from imgrec.connectors.storage import open_storage
+from imgrec.tasks.job import Job
+from imgrec.tasks.listing import list_objects
+from imgrec.tasks.planning import plan_shards
 job = Job(run_id="bench", flow="bench", source=sys.argv[1], out=sys.argv[2], apis=["image_tagging"], prefix=sys.argv[3],
           shard_size=200)
 t = time.perf_counter(); listed = list_objects(open_storage(job.source), job); t_list = time.perf_counter() - t

@@ -27,8 +27,8 @@ import numpy as np
 from common import ROOT, table
 
 sys.path.insert(0, str(ROOT))
-from connectors.client import ApiClient  # noqa: E402
-from connectors.endpoints import Endpoints  # noqa: E402
+from imgrec.connectors.client import ApiClient  # noqa: E402
+from imgrec.connectors.endpoints import Endpoints  # noqa: E402
 from tests.helpers import PROJECT, ServiceProcess, encode, photo, write_config  # noqa: E402
 
 CASES = {  # api -> (path, extra params)
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--requests", type=int, default=15)
     args = parser.parse_args()
-    import schemas
+    from imgrec import schemas
     from imgrec.engines import EngineRegistry
     from imgrec.settings import Settings
 

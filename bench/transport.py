@@ -24,7 +24,7 @@ from common import ROOT, table
 sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
-from connectors.transport import KeepAliveTransport  # noqa: E402
+from imgrec.connectors.transport import KeepAliveTransport  # noqa: E402
 from tests.helpers import PROJECT, ServiceProcess, write_config  # noqa: E402
 
 

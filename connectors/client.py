@@ -22,9 +22,9 @@ import httpx
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-import schemas
-from schemas.common import encoded_size
-from schemas.errors import ApiError
+from imgrec import schemas
+from imgrec.schemas.common import encoded_size
+from imgrec.schemas.errors import ApiError
 
 from . import signer
 from .backend import CallResult, Limiter

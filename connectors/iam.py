@@ -12,7 +12,7 @@ from datetime import datetime
 
 import httpx
 
-from schemas.errors import ApiError
+from imgrec.schemas.errors import ApiError
 
 REFRESH_MARGIN_SECONDS = 300
 

@@ -19,13 +19,13 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-import schemas
-from connectors.storage import open_storage
+from imgrec import schemas
+from imgrec.connectors.storage import open_storage
 from imgrec.backends import enabled_apis, get_backend
 from imgrec.settings import Settings
-from tasks import listing, planning, progress, recognize, report, writing
-from tasks.job import Job
-from tasks.ratelimit import ensure_global_limit
+from imgrec.tasks import listing, planning, progress, recognize, report, writing
+from imgrec.tasks.job import Job
+from imgrec.tasks.ratelimit import ensure_global_limit
 
 PARALLEL_SHARDS = 2
 

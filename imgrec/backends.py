@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from connectors.backend import RecognitionBackend
-from connectors.client import AkSk, ApiClient, RetryPolicy
-from connectors.endpoints import Endpoints
-from connectors.iam import PasswordCredentials, TokenProvider
-from tasks.ratelimit import shared_bucket
+from imgrec.connectors.backend import RecognitionBackend
+from imgrec.connectors.client import AkSk, ApiClient, RetryPolicy
+from imgrec.connectors.endpoints import Endpoints
+from imgrec.connectors.iam import PasswordCredentials, TokenProvider
+from imgrec.tasks.ratelimit import shared_bucket
 
 from .settings import Settings
 
@@ -23,7 +23,7 @@ _lock = threading.Lock()
 
 def limiter_for(rate: float, global_limit: str | None):
     if global_limit and rate > 0:
-        from tasks.ratelimit import GlobalRateLimiter
+        from imgrec.tasks.ratelimit import GlobalRateLimiter
 
         return GlobalRateLimiter(global_limit, rate)
     return shared_bucket(rate)
@@ -78,8 +78,7 @@ def get_backend(kind: str, settings: Settings, endpoint: str | None = None, conc
 
 def enabled_apis(kind: str, settings: Settings) -> list[str]:
     """Default API list: every image API the backend can serve."""
-    import schemas
-
+    from imgrec import schemas
     if kind == "local":
         from .engines import EngineRegistry
 

@@ -31,7 +31,7 @@ def parse_params(values: list[str]) -> dict[str, dict[str, Any]]:
 def _progress_bar(stop: threading.Event) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from tasks import progress as counter
+    from imgrec.tasks import progress as counter
 
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=True) as bar:
@@ -62,7 +62,7 @@ def run(
     config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TOML settings file"),
 ) -> None:
     """Run the catalog flow once; print the report. Exit 0 when the run completed."""
-    from flows.catalog import backfill, catalog_tagging
+    from imgrec.flows.catalog import backfill, catalog_tagging
 
     from .settings import Settings
 
@@ -90,7 +90,7 @@ def run(
         stop.set()
         if bar:
             bar.join()
-    from tasks.report import markdown
+    from imgrec.tasks.report import markdown
 
     typer.echo(markdown(summary))
     for kind, path in summary.get("report_paths", {}).items():

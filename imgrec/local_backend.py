@@ -5,10 +5,10 @@ import base64
 import time
 from typing import Any
 
-import schemas
-from connectors.backend import CallResult, Limiter
-from schemas.common import encoded_size
-from schemas.errors import ApiError
+from imgrec import schemas
+from imgrec.connectors.backend import CallResult, Limiter
+from imgrec.schemas.common import encoded_size
+from imgrec.schemas.errors import ApiError
 
 from .engines.base import ImageOutput
 from .recognizer import Recognizer

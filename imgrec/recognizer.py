@@ -10,9 +10,9 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import schemas
-from schemas.common import ParsedRequest, decode_base64, inspect_image
-from schemas.errors import ApiError
+from imgrec import schemas
+from imgrec.schemas.common import ParsedRequest, decode_base64, inspect_image
+from imgrec.schemas.errors import ApiError
 
 from .engines import EngineRegistry
 from .service.urlfetch import UrlFetcher

@@ -8,9 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import schemas
-
-
+from imgrec import schemas
 @dataclass
 class Job:
     run_id: str

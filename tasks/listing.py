@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from connectors.storage import Storage
+from imgrec.connectors.storage import Storage
 
 from . import failpoints
 from .job import Job

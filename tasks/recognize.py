@@ -17,11 +17,11 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-import schemas
-from connectors.backend import RecognitionBackend
-from connectors.storage import Storage
-from schemas.common import ImageInfo, ImageSpec, check_image_info, inspect_image
-from schemas.errors import ApiError
+from imgrec import schemas
+from imgrec.connectors.backend import RecognitionBackend
+from imgrec.connectors.storage import Storage
+from imgrec.schemas.common import ImageInfo, ImageSpec, check_image_info, inspect_image
+from imgrec.schemas.errors import ApiError
 
 from . import failpoints, progress
 from .job import Job

@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.tables import TABLES
+from imgrec.schemas.tables import TABLES
 
 from . import failpoints
 

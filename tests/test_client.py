@@ -10,10 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from connectors.client import AkSk, ApiClient, RetryPolicy
-from connectors.endpoints import Endpoints
-from connectors.iam import PasswordCredentials, TokenProvider
-from schemas.errors import ApiError
+from imgrec.connectors.client import AkSk, ApiClient, RetryPolicy
+from imgrec.connectors.endpoints import Endpoints
+from imgrec.connectors.iam import PasswordCredentials, TokenProvider
+from imgrec.schemas.errors import ApiError
 from tests.helpers import AK, DOMAIN, PASSWORD, PROJECT, PROJECT_NAME, SK, USER
 
 OK_BODY = json.dumps({"result": [{"confidence": 0.97, "face_detail": {"h": 50, "w": 40, "x": 1, "y": 2},

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-import schemas
+from imgrec import schemas
 from imgrec.engines import EngineRegistry
 from imgrec.settings import Settings
 from tests.helpers import encode, photo
@@ -117,7 +117,7 @@ def test_celebrity_threshold_and_empty_gallery(registry):
 
 
 def test_engines_refuse_damaged_input(registry):
-    from schemas.errors import ApiError
+    from imgrec.schemas.errors import ApiError
 
     jpeg = encode(photo("coffee"))
     for api in ("image_tagging", "main_object_detection", "dark_enhance"):
@@ -142,7 +142,7 @@ def test_bgm_recognises_a_noisy_quiet_clip_from_the_middle(music_library, tmp_pa
     assert engine.run((tmp_path / "unknown.mp4").read_bytes(), request).result.audio_name == ""
     assert BgmRecognitionEngine(None).run((tmp_path / "clip.mp4").read_bytes(), request).result.audio_name == ""
     write_media(noisy, 22050, tmp_path / "clip.mkv", fmt="matroska")
-    from schemas.errors import ApiError
+    from imgrec.schemas.errors import ApiError
     with pytest.raises(ApiError) as info:
         engine.run((tmp_path / "clip.mkv").read_bytes(), request)
     assert info.value.code == "AIS.0021"
@@ -225,7 +225,7 @@ def test_analysis_is_shared_by_concurrent_requests_and_failures_are_not_kept():
     from concurrent.futures import ThreadPoolExecutor
 
     from imgrec.engines.analysis import Analyser
-    from schemas.errors import ApiError
+    from imgrec.schemas.errors import ApiError
 
     analyser, spec = Analyser(), schemas.spec("image_tagging").image
     data = encode(photo("chelsea"))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flows.catalog import catalog_tagging
+from imgrec.flows.catalog import catalog_tagging
 from tests.helpers import AK, PROJECT, SK, ServiceProcess, encode, photo, read_table, write_config
 
 IMGREC = str(Path(sys.executable).parent / "imgrec")
@@ -202,7 +202,7 @@ def test_streamed_body_is_cut_at_the_limit(service):
 
 # ---------------------------------------------------------------------------------------- security
 def test_tampered_signed_requests_are_refused(service):
-    from connectors import signer
+    from imgrec.connectors import signer
 
     path = f"/v2/{PROJECT}/image/celebrity-recognition"
     body = b'{"image": "aGVsbG8="}'
@@ -241,7 +241,7 @@ def test_secrets_never_reach_logs_or_reports(prefect_api, service, tmp_path):
 
 
 def test_path_traversal_is_refused(tmp_path):
-    from connectors.storage import FolderStorage
+    from imgrec.connectors.storage import FolderStorage
 
     (tmp_path / "catalog").mkdir()
     (tmp_path / "secret.jpg").write_bytes(b"x")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.catalog import backfill, catalog_tagging
+from imgrec.flows.catalog import backfill, catalog_tagging
 from tests.helpers import AK, PROJECT, SK, ServiceProcess, catalog_files, encode, photo, read_table, upload, write_config
 
 EXPECTED = {
@@ -212,8 +212,8 @@ async def test_shards_on_a_dask_cluster(prefect_api, config, tmp_path):
 async def test_reader_batches_local_reads_in_order_and_keeps_errors_per_object(tmp_path):
     import asyncio
 
-    from connectors.storage import FolderStorage
-    from tasks.recognize import _Reader
+    from imgrec.connectors.storage import FolderStorage
+    from imgrec.tasks.recognize import _Reader
 
     keys = [f"k{i:02d}.jpg" for i in range(20)]
     for i, key in enumerate(keys):
@@ -241,10 +241,10 @@ async def test_reader_batches_local_reads_in_order_and_keeps_errors_per_object(t
 def test_planning_in_partitions_and_after_ledger_compaction(tmp_path, monkeypatch, partition_rows):
     import pyarrow.parquet as pq
 
-    from connectors.storage import FolderStorage
-    from tasks import planning, writing
-    from tasks.job import Job
-    from tasks.listing import list_objects
+    from imgrec.connectors.storage import FolderStorage
+    from imgrec.tasks import planning, writing
+    from imgrec.tasks.job import Job
+    from imgrec.tasks.listing import list_objects
 
     monkeypatch.setattr(planning, "PARTITION_ROWS", partition_rows)
     source = tmp_path / "src"
@@ -297,7 +297,7 @@ def test_planning_in_partitions_and_after_ledger_compaction(tmp_path, monkeypatc
 
 
 def test_job_runs_each_api_once_in_the_reference_order(tmp_path):
-    from flows.catalog import make_job
+    from imgrec.flows.catalog import make_job
 
     job = make_job("test", str(tmp_path), str(tmp_path / "out"),
                    ["main_object_detection", "image_tagging", "recapture_detect", "image_tagging"], "local",

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks.job import Job
-from tasks.latency import LatencyHistogram
-from tasks.recognize import ShardStats
-from tasks.report import render_html, summarize, write_report
+from imgrec.tasks.job import Job
+from imgrec.tasks.latency import LatencyHistogram
+from imgrec.tasks.recognize import ShardStats
+from imgrec.tasks.report import render_html, summarize, write_report
 
 
 def _summary(tmp_path):

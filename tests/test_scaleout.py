@@ -93,7 +93,7 @@ async def test_workers_starting_together_create_the_global_limit_once(prefect_ap
 
     from prefect.client.orchestration import get_client
 
-    from tasks.ratelimit import ensure_global_limit
+    from imgrec.tasks.ratelimit import ensure_global_limit
 
     for round_ in range(3):
         name = f"imgrec-race-{round_}"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import schemas
-from schemas.common import decode_base64, decode_image, inspect_image
-from schemas.errors import ApiError
+from imgrec import schemas
+from imgrec.schemas.common import decode_base64, decode_image, inspect_image
+from imgrec.schemas.errors import ApiError
 from tests.helpers import encode, photo
 
 

@@ -155,7 +155,7 @@ def test_token_errors(service, token):
 def test_expired_tokens_are_refused():
     from imgrec.service.auth import Authenticator
     from imgrec.settings import Settings
-    from schemas.errors import ApiError
+    from imgrec.schemas.errors import ApiError
 
     settings = Settings(users=[{"domain": DOMAIN, "name": USER, "password": PASSWORD, "project_id": PROJECT,
                                 "project_name": PROJECT_NAME}], auth={"token_ttl_seconds": -1})
@@ -280,7 +280,7 @@ def test_analysis_passes_are_shared_within_one_project_only(tmp_path):
 
     import uvicorn
 
-    from connectors import signer
+    from imgrec.connectors import signer
     from imgrec.service.app import create_app
     from imgrec.settings import Settings
     from tests.helpers import OTHER_AK, OTHER_SK, free_port, write_config

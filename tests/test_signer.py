@@ -8,7 +8,7 @@ from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer
 
-from connectors import signer
+from imgrec.connectors import signer
 
 AK, SK = "HPUAXXXXXXXXXXXXXXXX", "a-secret-key/with+chars=="
 DATE = "20261126T101459Z"

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.transport import KeepAliveTransport
+from imgrec.connectors.transport import KeepAliveTransport
 
 TIMEOUT = {"connect": 2.0, "read": 2.0}
 

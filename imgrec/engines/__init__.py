@@ -6,8 +6,8 @@ import logging
 import threading
 from typing import Any, Callable
 
-import schemas
-from schemas.errors import ApiError
+from imgrec import schemas
+from imgrec.schemas.errors import ApiError
 
 log = logging.getLogger("imgrec.engines")
 

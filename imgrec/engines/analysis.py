@@ -11,7 +11,7 @@ from collections import OrderedDict, defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from schemas.common import ImageSpec, decode_image_scaled, inspect_image
+from imgrec.schemas.common import ImageSpec, decode_image_scaled, inspect_image
 
 from .detector import Detection, detector
 from .faces import face_models
@@ -152,8 +152,8 @@ __all__ = ["Analyser", "Analysis", "analyse", "ranked", "label", "clamp_box", "i
 def tag_items(analysis: Analysis, params: dict, tag_model, instance_model=None, box_model=None,
               with_i18n_type: bool = True, objects_only: bool = False) -> list:
     """Format candidates as an endpoint's tag items (threshold, limit and language as the request says)."""
-    from schemas.common import fmt_confidence
-    from schemas.shapes import I18n
+    from imgrec.schemas.common import fmt_confidence
+    from imgrec.schemas.shapes import I18n
 
     from .labels import CATEGORIES
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schemas.errors import ApiError
+from imgrec.schemas.errors import ApiError
 
 RATE = 11025
 N_FFT = 1024

@@ -6,7 +6,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from schemas.common import ParsedRequest, decode_image, encode_image, inspect_image
+from imgrec.schemas.common import ParsedRequest, decode_image, encode_image, inspect_image
 
 
 @dataclass

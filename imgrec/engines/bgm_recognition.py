@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from schemas import bgm_recognition as schema
-from schemas.common import ParsedRequest
-from schemas.errors import ApiError
+from imgrec.schemas import bgm_recognition as schema
+from imgrec.schemas.common import ParsedRequest
+from imgrec.schemas.errors import ApiError
 
 from .audio import FingerprintIndex, decode_audio
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas import celebrity_recognition as schema
-from schemas.common import ImageSpec, ParsedRequest, decode_image, decode_image_scaled
-from schemas.errors import ApiError
+from imgrec.schemas import celebrity_recognition as schema
+from imgrec.schemas.common import ImageSpec, ParsedRequest, decode_image, decode_image_scaled
+from imgrec.schemas.errors import ApiError
 
 from .faces import face_models
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from schemas import dark_enhance as schema
-from schemas.common import ParsedRequest
+from imgrec.schemas import dark_enhance as schema
+from imgrec.schemas.common import ParsedRequest
 
 from .base import ImageOutput, transform_image
 from .imaging import guided_filter, radius_for, to_float, to_uint8

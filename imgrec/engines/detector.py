@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas.errors import ApiError
+from imgrec.schemas.errors import ApiError
 
 from .labels import COCO
 

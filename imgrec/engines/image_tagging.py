@@ -1,9 +1,9 @@
 """Image tagging V2: detector objects (with float boxes as `instances`) plus scene and concept tags."""
 from __future__ import annotations
 
-from schemas import image_tagging as schema
-from schemas.common import ParsedRequest
-from schemas.shapes import BoxFloat, InstanceFloat
+from imgrec.schemas import image_tagging as schema
+from imgrec.schemas.common import ParsedRequest
+from imgrec.schemas.shapes import BoxFloat, InstanceFloat
 
 from .analysis import Analyser, tag_items
 

@@ -1,9 +1,9 @@
 """Image tagging V1: numeric confidences and the object / scene / concept type of the V1 reference."""
 from __future__ import annotations
 
-from schemas import image_tagging_v1 as schema
-from schemas.common import ParsedRequest
-from schemas.shapes import I18n
+from imgrec.schemas import image_tagging_v1 as schema
+from imgrec.schemas.common import ParsedRequest
+from imgrec.schemas.shapes import I18n
 
 from .analysis import Analyser, label, ranked
 

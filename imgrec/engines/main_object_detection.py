@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from schemas import main_object_detection as schema
-from schemas.common import ParsedRequest, decode_image, fmt_confidence
-from schemas.shapes import BoxFloat
+from imgrec.schemas import main_object_detection as schema
+from imgrec.schemas.common import ParsedRequest, decode_image, fmt_confidence
+from imgrec.schemas.shapes import BoxFloat
 
 from .analysis import Analyser, clamp_box, iou
 

@@ -1,8 +1,8 @@
 """Media tagging (classification): the same tags as V2; `instances` stays empty, as the reference says."""
 from __future__ import annotations
 
-from schemas import media_tagging as schema
-from schemas.common import ParsedRequest
+from imgrec.schemas import media_tagging as schema
+from imgrec.schemas.common import ParsedRequest
 
 from .analysis import Analyser, tag_items
 

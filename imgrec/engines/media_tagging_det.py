@@ -1,9 +1,9 @@
 """Media tagging (detection): located things only (detector objects, faces, codes) with integer boxes."""
 from __future__ import annotations
 
-from schemas import media_tagging_det as schema
-from schemas.common import ParsedRequest
-from schemas.shapes import BoxInt, InstanceInt
+from imgrec.schemas import media_tagging_det as schema
+from imgrec.schemas.common import ParsedRequest
+from imgrec.schemas.shapes import BoxInt, InstanceInt
 
 from .analysis import Analyser, tag_items
 

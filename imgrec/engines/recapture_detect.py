@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from schemas import recapture_detect as schema
-from schemas.common import ParsedRequest, decode_image
-from schemas.errors import ApiError
+from imgrec.schemas import recapture_detect as schema
+from imgrec.schemas.common import ParsedRequest, decode_image
+from imgrec.schemas.errors import ApiError
 
 from .recapture_features import Classifier, features
 

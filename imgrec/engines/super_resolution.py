@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from schemas import super_resolution as schema
-from schemas.common import ParsedRequest
-from schemas.errors import ApiError
+from imgrec.schemas import super_resolution as schema
+from imgrec.schemas.common import ParsedRequest
+from imgrec.schemas.errors import ApiError
 
 from .base import ImageOutput, transform_image
 

@@ -22,9 +22,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-import schemas
-from schemas.common import ApiSpec
-from schemas.errors import ApiError
+from imgrec import schemas
+from imgrec.schemas.common import ApiSpec
+from imgrec.schemas.errors import ApiError
 
 from ..engines.base import ImageOutput
 from ..recognizer import Recognizer

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Mapping
 
-from connectors import signer
-from schemas.errors import ApiError
+from imgrec.connectors import signer
+from imgrec.schemas.errors import ApiError
 
 TOKEN_PREFIX = "IMGREC."
 

@@ -15,8 +15,7 @@ import random
 import threading
 import time
 
-import schemas
-
+from imgrec import schemas
 from ..settings import FaultSettings, SimulateSettings
 
 

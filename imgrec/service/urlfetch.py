@@ -16,8 +16,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from schemas.common import check_url_syntax
-from schemas.errors import ApiError
+from imgrec.schemas.common import check_url_syntax
+from imgrec.schemas.errors import ApiError
 
 
 def _is_public(address: str) -> bool:

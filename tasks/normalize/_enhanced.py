@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import base64
 
-from schemas.common import inspect_image, ImageSpec
+from imgrec.schemas.common import inspect_image, ImageSpec
 
 
 def enhanced_rows(response, ctx) -> dict[str, list[dict]]:
