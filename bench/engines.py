@@ -152,13 +152,11 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from tests.helpers import song, write_media
 
-    from imgrec.engines.bgm_recognition import BgmRecognitionEngine
-
     library = work / "music"
     library.mkdir()
     for i in range(6):
         write_media(song(100 + i, 30.0), 22050, library / f"track-{i}.m4a", with_video=False)
-    bgm = BgmRecognitionEngine(library)
+    bgm = EngineRegistry(Settings(bgm={"library": str(library)})).get("bgm_recognition")
     rng = np.random.default_rng(3)
     results = {}
     lat = []

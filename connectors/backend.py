@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from imgrec.schemas.common import ImageInfo
+
 
 @dataclass
 class CallResult:
     api: str
-    response: Any  # the endpoint's schemas.<api>.Response model
+    response: Any  # the endpoint's response model (its ApiSpec.response)
     attempts: int = 1
     latency_s: float = 0.0  # time spent in the backend (network + service), last attempt
     request_id: str = ""
@@ -20,6 +22,8 @@ class CallResult:
 
 
 class Limiter(Protocol):
+    """Implementations: `ratelimit.TokenBucket` (one process), `ratelimit.GlobalRateLimiter` (all workers)."""
+
     async def acquire(self) -> float:
         """Wait for permission to send one request; return the seconds waited."""
 
@@ -28,6 +32,8 @@ class RecognitionBackend(Protocol):
     name: str
 
     async def call(self, api: str, *, image: bytes | None = None, url: str | None = None,
-                   **params: Any) -> CallResult: ...
+                   image_info: ImageInfo | None = None, **params: Any) -> CallResult:
+        """`image_info`: the image's header when the caller has read it already (it is not parsed again
+        in-process; over HTTP the service reads it on its side)."""
 
     async def aclose(self) -> None: ...

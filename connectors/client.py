@@ -23,7 +23,7 @@ import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from imgrec import schemas
-from imgrec.schemas.common import encoded_size
+from imgrec.schemas.common import ImageInfo, inspect_image
 from imgrec.schemas.errors import ApiError
 
 from . import signer
@@ -104,7 +104,6 @@ class ApiClient:
         self._host = urlsplit(endpoints.image).netloc
         self._urls: dict[str, httpx.URL] = {}  # parsed once per path, not once per request
         self._timeout = httpx.Timeout(timeout, connect=min(10.0, timeout))
-        self.retries = 0  # total retries performed, for run reports
         # httpx's pool does O(waiting requests) bookkeeping per event; queueing here instead, with no more
         # requests in flight than connections, cut client CPU per request several-fold (bench/overhead.py).
         self._slots: asyncio.Semaphore | None = None
@@ -121,13 +120,13 @@ class ApiClient:
 
     # ---------------------------------------------------------------------------------------- public
     async def call(self, api: str, *, image: bytes | None = None, url: str | None = None,
-                   image_b64: str | None = None, **params: Any) -> CallResult:
+                   image_b64: str | None = None, image_info: ImageInfo | None = None, **params: Any) -> CallResult:
         spec = schemas.spec(api)
         if image is not None:
-            if self.prevalidate:
-                schemas.common.inspect_image(image, spec.image)
-            elif encoded_size(len(image)) > spec.image.max_encoded_bytes:
-                raise ApiError.of("AIS.0020")
+            if self.prevalidate and image_info is None:
+                inspect_image(image, spec.image)
+            else:  # the caller read the header already (or asked not to): the size limit still holds
+                spec.image.check_size(len(image))
             image_b64 = base64.b64encode(image).decode("ascii")
         body = spec.body_for(image_b64=image_b64, url=url, **params)
         spec.parse(body)  # the same validation the service runs: fail here, not after a round trip
@@ -138,9 +137,9 @@ class ApiClient:
         if spec.needs_project and not self.project_id:
             raise ApiError.of("AIS.0011", "project_id is required for this endpoint")
         payload = orjson.dumps(body)  # 0.03 ms for a 50 KB image's base64, json.dumps 0.2 ms
-        return await self._send_with_retries(api, path, payload)
+        return await self._send_with_retries(spec, path, payload)
 
-    async def _send_with_retries(self, api: str, path: str, payload: bytes) -> CallResult:
+    async def _send_with_retries(self, spec, path: str, payload: bytes) -> CallResult:
         attempts = 0
         rate_wait = 0.0
         refreshed = False
@@ -151,7 +150,7 @@ class ApiClient:
             if self.limiter is not None:
                 rate_wait += await self.limiter.acquire()
             try:
-                return await self._send_once(api, path, payload)
+                return await self._send_once(spec, path, payload)
             except ApiError as err:
                 if err.status == 401 and self._token is not None and not refreshed:
                     refreshed = True  # one forced token refresh per call on an auth error
@@ -167,13 +166,10 @@ class ApiClient:
             result: CallResult = await retrying(attempt)
         except _Retryable as wrapped:
             wrapped.error.attempts = attempts
-            self.retries += attempts - 1
             raise wrapped.error from None
         except ApiError as err:
             err.attempts = attempts
-            self.retries += attempts - 1
             raise
-        self.retries += attempts - 1
         result.attempts = attempts
         result.rate_wait_s = rate_wait
         return result
@@ -189,7 +185,7 @@ class ApiClient:
             headers = signer.sign("POST", path, headers, payload, self._aksk.access_key, self._aksk.secret_key)
         return headers
 
-    async def _send_once(self, api: str, path: str, payload: bytes) -> CallResult:
+    async def _send_once(self, spec, path: str, payload: bytes) -> CallResult:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._concurrency)
         async with self._slots:
@@ -217,12 +213,12 @@ class ApiClient:
         if resp.status_code >= 300 or not isinstance(data, dict) or "result" not in data:
             raise self._error_from(resp, data, request_id)
         try:
-            model = schemas.response_model(api).model_validate(data)
+            model = spec.response.model_validate(data)
         except Exception:
             raise ApiError(code="CLIENT.BAD_RESPONSE", status=resp.status_code,
                            message="the response does not match the API contract", request_id=request_id,
                            retryable=False) from None
-        return CallResult(api=api, response=model, latency_s=latency, request_id=request_id)
+        return CallResult(api=spec.name, response=model, latency_s=latency, request_id=request_id)
 
     @staticmethod
     def _error_from(resp: httpx.Response, data: Any, request_id: str) -> ApiError:

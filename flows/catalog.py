@@ -9,7 +9,6 @@ import asyncio
 import fcntl
 import logging
 import os
-import uuid
 from contextlib import contextmanager
 from functools import lru_cache
 from datetime import datetime, timezone
@@ -19,25 +18,20 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from imgrec import schemas
+from imgrec import backends
+from imgrec.connectors.ratelimit import ensure_global_limit
 from imgrec.connectors.storage import open_storage
-from imgrec.backends import enabled_apis, get_backend
 from imgrec.settings import Settings
 from imgrec.tasks import listing, planning, progress, recognize, report, writing
-from imgrec.tasks.job import Job
-from imgrec.tasks.ratelimit import ensure_global_limit
+from imgrec.tasks.job import Job, RunParameters
 
 PARALLEL_SHARDS = 2
 
 
 @lru_cache(maxsize=8)
-def _settings_for(config: str | None) -> Settings:
-    return Settings.load(config) if config else Settings.load()
-
-
-def _settings(job: Job) -> Settings:
+def _settings(config: str | None) -> Settings:
     """Read once per worker process, not once per shard."""
-    return _settings_for(job.config)
+    return Settings.load(config)
 
 
 @lru_cache(maxsize=8)
@@ -58,18 +52,15 @@ def plan_shards_task(job: Job) -> list[planning.Shard]:
 
 @task(name="recognize-shard", cache_policy=NONE, retries=2, retry_delay_seconds=2)
 async def recognize_shard_task(job: Job, shard: planning.Shard) -> dict[str, Any]:
-    settings = _settings(job)
-    backend = get_backend(job.backend, settings, job.endpoint, job.concurrency, job.rate_per_second, job.config,
-                          job.global_limit)
-    stats = await recognize.recognize_shard(shard.index, shard.path, job, _storage(job.source), backend)
+    async with backends.borrowed(_settings(job.config), job) as backend:
+        stats = await recognize.recognize_shard(shard.index, shard.path, job, _storage(job.source), backend)
     return stats.to_dict()
 
 
 @task(name="report", cache_policy=NONE)
 def report_task(job: Job, listed: int, shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
     stats = [recognize.ShardStats.from_dict(s) for s in shard_stats]
-    summary = report.summarize(job, listed, stats, datetime.now(timezone.utc),
-                               _settings(job).pipeline.unit_price_per_call)
+    summary = report.summarize(job, listed, stats, datetime.now(timezone.utc))
     report.write_runs_row(job, summary)
     paths = report.write_report(job, summary)
     summary["report_paths"] = {k: str(v) for k, v in paths.items()}
@@ -109,43 +100,7 @@ def exclusive(out: Path):
         yield
 
 
-def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
-
-
-def make_job(flow_name: str, source: str, out: str | None, apis: list[str] | None, backend: str | None,
-             endpoint: str | None, mode: str | None, concurrency: int | None, rate_per_second: float | None,
-             shard_size: int | None, prefix: str, modified_since: datetime | None, modified_until: datetime | None,
-             force: bool, params: dict[str, dict[str, Any]] | None, config: str | None,
-             global_limit: str | None = None, task_runner: str = "threads", dask_address: str | None = None) -> Job:
-    settings = Settings.load(config) if config else Settings.load()
-    p = settings.pipeline
-    backend = backend or p.backend
-    chosen = list(apis or p.apis or enabled_apis(backend, settings))
-    for api in chosen:
-        spec = schemas.spec(api)
-        if spec.input == "url_only":
-            raise ValueError(f"{api} takes a video URL, not catalog images; it cannot run in the image pipeline")
-    # Each API once (a repeated name would write its rows twice), in the reference's order: the tagging APIs
-    # then come before main-object detection, whose lighter analysis could otherwise run as a second pass.
-    wanted = set(chosen)
-    chosen = [api for api in schemas.SPECS if api in wanted]
-    job = Job(run_id=new_run_id(), flow=flow_name, source=source, out=str(Path(out or p.out).resolve()),
-              apis=chosen, backend=backend, endpoint=endpoint or settings.client.endpoint, mode=mode or p.mode,
-              concurrency=concurrency or p.concurrency,
-              rate_per_second=p.rate_per_second if rate_per_second is None else rate_per_second,
-              global_limit=global_limit or p.global_limit, shard_size=shard_size or p.shard_size, prefix=prefix,
-              modified_since=modified_since, modified_until=modified_until, task_runner=task_runner,
-              dask_address=dask_address, force=force, params={**p.params, **(params or {})},
-              config=str(Path(config).resolve()) if config else os.environ.get("IMGREC_CONFIG"))
-    for api in job.apis:
-        job.resolved_params(api)  # bad parameters fail the run before anything is listed
-    if not job.apis:
-        raise ValueError("no APIs to run: none is enabled for this backend")
-    return job
-
-
-async def run_job(job: Job) -> dict[str, Any]:
+async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
     logger = get_run_logger()
     out = job.out_path
     out.mkdir(parents=True, exist_ok=True)
@@ -171,38 +126,24 @@ async def run_job(job: Job) -> dict[str, Any]:
                 async with gate:
                     return await recognize_shard_task(job, shard)
 
-            stats = await asyncio.gather(*(one(s) for s in shards))
+            async with backends.lending(settings, job):  # one backend for the run, closed when it ends
+                stats = await asyncio.gather(*(one(s) for s in shards))
         summary = report_task(job, listed, list(stats))
     logger.info("run %s finished: %s", job.run_id, summary["status"])
     return summary
 
 
 @flow(name="catalog-tagging", log_prints=True)
-async def catalog_tagging(source: str, out: str | None = None, apis: list[str] | None = None,
-                          backend: str | None = None, endpoint: str | None = None, mode: str | None = None,
-                          concurrency: int | None = None, rate_per_second: float | None = None,
-                          shard_size: int | None = None, params: dict[str, dict[str, Any]] | None = None,
-                          config: str | None = None, global_limit: str | None = None,
-                          task_runner: str = "threads", dask_address: str | None = None) -> dict[str, Any]:
+async def catalog_tagging(run: RunParameters) -> dict[str, Any]:
     """Tag every image that is new or changed since its last successful result (same API and parameters)."""
-    job = make_job("catalog-tagging", source, out, apis, backend, endpoint, mode, concurrency, rate_per_second,
-                   shard_size, "", None, None, False, params, config, global_limit, task_runner, dask_address)
-    return await run_job(job)
+    return await run_job(*backends.resolve_run("catalog-tagging", run))
 
 
 @flow(name="catalog-backfill", log_prints=True)
-async def backfill(source: str, prefix: str = "", modified_since: datetime | None = None,
-                   modified_until: datetime | None = None, force: bool = False, out: str | None = None,
-                   apis: list[str] | None = None, backend: str | None = None, endpoint: str | None = None,
-                   mode: str | None = None, concurrency: int | None = None, rate_per_second: float | None = None,
-                   shard_size: int | None = None, params: dict[str, dict[str, Any]] | None = None,
-                   config: str | None = None, global_limit: str | None = None,
-                   task_runner: str = "threads", dask_address: str | None = None) -> dict[str, Any]:
-    """Process a prefix and/or last-modified range; `force` redoes objects that already succeeded."""
-    job = make_job("catalog-backfill", source, out, apis, backend, endpoint, mode, concurrency, rate_per_second,
-                   shard_size, prefix, modified_since, modified_until, force, params, config, global_limit,
-                   task_runner, dask_address)
-    return await run_job(job)
+async def backfill(run: RunParameters) -> dict[str, Any]:
+    """Process a prefix and/or last-modified range (`prefix`, `modified_since`, `modified_until`); `force`
+    redoes objects that already succeeded."""
+    return await run_job(*backends.resolve_run("catalog-backfill", run))
 
 
 logging.getLogger("imgrec").setLevel(logging.INFO)

@@ -1,39 +1,39 @@
-"""Pick the recognition backend for a run: in-process engines (default) or an HTTP API (cloud/self-hosted).
+"""The recognition backend a run talks to: in-process engines (default) or an HTTP API (cloud/self-hosted).
 
-Backends are cached per process and per event loop (an httpx client belongs to the loop that made it),
-so a worker that runs many shards loads its models and opens its connection pool once.
+Lifecycle: a flow opens one backend for its run (`lending`) and closes it when the run ends; its shard
+tasks borrow it (`borrowed`). A shard that runs elsewhere (a Dask worker process) opens its own for the
+shard and closes it after. Engines and their models are the exception: loading them is slow, so each
+process keeps one `Recognizer` per settings file for its lifetime, shared by every backend it opens.
 """
 from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import AsyncIterator
 
+from imgrec import schemas
 from imgrec.connectors.backend import RecognitionBackend
 from imgrec.connectors.client import AkSk, ApiClient, RetryPolicy
 from imgrec.connectors.endpoints import Endpoints
 from imgrec.connectors.iam import PasswordCredentials, TokenProvider
-from imgrec.tasks.ratelimit import shared_bucket
+from imgrec.connectors.ratelimit import limiter_for
+from imgrec.tasks.job import Job, RunParameters
 
 from .settings import Settings
 
-_cache: dict[tuple, RecognitionBackend] = {}
-_local_recognizers: dict[str | None, object] = {}
+_recognizers: dict[Path | None, object] = {}
+_lent: dict[tuple[str, int], RecognitionBackend] = {}  # (run id, id of the loop) -> the flow's backend
 _lock = threading.Lock()
 
 
-def limiter_for(rate: float, global_limit: str | None):
-    if global_limit and rate > 0:
-        from imgrec.tasks.ratelimit import GlobalRateLimiter
-
-        return GlobalRateLimiter(global_limit, rate)
-    return shared_bucket(rate)
-
-
-def _http_backend(settings: Settings, endpoint: str | None, concurrency: int, rate: float,
-                  global_limit: str | None = None) -> ApiClient:
+def http_backend(settings: Settings, job: Job) -> ApiClient:
     client = settings.client
-    endpoints = Endpoints.self_hosted(endpoint) if endpoint else (
-        Endpoints.self_hosted(client.endpoint) if client.endpoint else Endpoints.cloud(client.region))
+    endpoint = job.endpoint or client.endpoint
+    endpoints = Endpoints.self_hosted(endpoint) if endpoint else Endpoints.cloud(client.region)
     aksk = token = None
     if client.access_key and client.secret_key:
         aksk = AkSk(client.access_key, client.secret_key.get_secret_value(), client.project_id or "")
@@ -44,45 +44,71 @@ def _http_backend(settings: Settings, endpoint: str | None, concurrency: int, ra
     else:
         raise ValueError("the http backend needs HUAWEICLOUD_SDK_AK/HUAWEICLOUD_SDK_SK/HUAWEICLOUD_SDK_PROJECT_ID "
                          "or an IAM user and password (IMGREC_CLIENT__IAM_USER, IMGREC_CLIENT__IAM_PASSWORD)")
-    return ApiClient(endpoints, aksk=aksk, token=token, project_id=client.project_id, concurrency=concurrency,
+    return ApiClient(endpoints, aksk=aksk, token=token, project_id=client.project_id, concurrency=job.concurrency,
                      timeout=client.timeout_seconds, retry=RetryPolicy(attempts=client.retry_attempts),
-                     limiter=limiter_for(rate, global_limit), transport=client.transport,
+                     limiter=limiter_for(job.rate_per_second, job.global_limit), transport=client.transport,
                      proxy=client.proxy.get_secret_value() if client.proxy else None,
                      prevalidate=False)  # the pipeline checks each image per endpoint before calling
 
 
-def get_backend(kind: str, settings: Settings, endpoint: str | None = None, concurrency: int = 8,
-                rate: float = 0.0, config: str | None = None, global_limit: str | None = None) -> RecognitionBackend:
-    loop = asyncio.get_running_loop()
-    key = (kind, endpoint, concurrency, rate, config, global_limit, id(loop))
-    with _lock:
-        backend = _cache.get(key)
-        if backend is not None:
-            return backend
-        if kind == "local":
-            from .local_backend import InProcessBackend
-            from .recognizer import Recognizer
+def local_backend(settings: Settings, job: Job) -> RecognitionBackend:
+    from .local_backend import InProcessBackend
+    from .recognizer import Recognizer
 
-            # Engines (and their models) are shared by every loop of the process.
-            recognizer = _local_recognizers.get(config)
-            if recognizer is None:
-                recognizer = _local_recognizers[config] = Recognizer(settings, threads=max(1, min(concurrency, 4)))
-            backend = InProcessBackend(settings, limiter=limiter_for(rate, global_limit), recognizer=recognizer)  # type: ignore[arg-type]
-        elif kind == "http":
-            backend = _http_backend(settings, endpoint, concurrency, rate, global_limit)
-        else:
-            raise ValueError(f"unknown backend {kind!r} (local or http)")
-        _cache[key] = backend
-        return backend
+    with _lock:
+        recognizer = _recognizers.get(settings.config_file)
+        if recognizer is None:
+            threads = max(1, min(job.concurrency, 4))
+            recognizer = _recognizers[settings.config_file] = Recognizer(settings, threads=threads)
+    return InProcessBackend(recognizer, limiter=limiter_for(job.rate_per_second, job.global_limit))  # type: ignore[arg-type]
+
+
+def open_backend(settings: Settings, job: Job) -> RecognitionBackend:
+    return local_backend(settings, job) if job.backend == "local" else http_backend(settings, job)
+
+
+@asynccontextmanager
+async def lending(settings: Settings, job: Job) -> AsyncIterator[RecognitionBackend]:
+    """The run's backend, open for the flow's duration and lent to its shard tasks on this event loop."""
+    backend = open_backend(settings, job)
+    key = (job.run_id, id(asyncio.get_running_loop()))
+    _lent[key] = backend
+    try:
+        yield backend
+    finally:
+        del _lent[key]
+        await backend.aclose()
+
+
+@asynccontextmanager
+async def borrowed(settings: Settings, job: Job) -> AsyncIterator[RecognitionBackend]:
+    """The flow's backend when this shard runs beside it; otherwise one of its own, closed after the shard."""
+    backend = _lent.get((job.run_id, id(asyncio.get_running_loop())))
+    if backend is not None:
+        yield backend
+        return
+    backend = open_backend(settings, job)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
 
 
 def enabled_apis(kind: str, settings: Settings) -> list[str]:
-    """Default API list: every image API the backend can serve."""
-    from imgrec import schemas
+    """The APIs a backend can serve: the local engines switched on, or a remote service's current APIs."""
     if kind == "local":
         from .engines import EngineRegistry
 
-        registry = EngineRegistry(settings)
-        return [a for a in schemas.IMAGE_APIS if registry.enabled(a)]
-    # A remote service: the six current (v2/v3) image APIs.
-    return [a for a in schemas.IMAGE_APIS if not schemas.spec(a).deprecated]
+        return EngineRegistry(settings).enabled_apis()
+    # A remote service: the current (v2/v3) APIs; the deprecated v1 ones are asked for by name.
+    return [a for a, spec in schemas.SPECS.items() if not spec.deprecated]
+
+
+def resolve_run(flow: str, run: RunParameters) -> tuple[Job, Settings]:
+    """A run's parameters over the settings file's [pipeline], checked (settings, source, APIs) before
+    anything is listed; the CLI calls it too, before Prefect starts, so mistakes surface in a second."""
+    settings = Settings.load(run.config)
+    merged = run.over(settings.pipeline)
+    config = str(settings.config_file) if settings.config_file else None
+    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    return Job.create(flow, run_id, merged, enabled_apis(merged.backend, settings), config), settings

@@ -14,6 +14,20 @@ from .settings import Settings
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
+def load_settings(config: Path | None) -> Settings:
+    """Settings, or one line naming what is wrong in them (a misspelt key, a bad value) and exit 2."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings.load(config)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        typer.echo(f"imgrec: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}", err=True)
+    except OSError as exc:
+        typer.echo(f"imgrec: {exc}", err=True)
+    raise typer.Exit(2)
+
+
 @app.callback()
 def _root() -> None:
     """imgrec: self-hosted Huawei Image Recognition API and catalog-tagging pipeline."""
@@ -25,13 +39,17 @@ def serve(
     port: int = typer.Option(None, help="Port (default from config, else 8080)"),
     config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TOML config file"),
     workers: int = typer.Option(None, help="Worker processes behind the one port"),
-    log_level: str = typer.Option("info"),
-    log_format: str = typer.Option("text", help="text, or json (one object per line, with request_id)"),
+    log_level: str = typer.Option(None, help="debug, info, warning or error (default from config, else info)"),
+    log_format: str = typer.Option(None, help="text, or json (one object per line, with request_id)"),
 ) -> None:
     """Run the wire-compatible Image Recognition API on uvicorn."""
     import uvicorn
 
-    settings = Settings.load(config)
+    if log_level:  # through the environment, so that uvicorn's worker processes read them too
+        os.environ["IMGREC_LOG__LEVEL"] = log_level
+    if log_format:
+        os.environ["IMGREC_LOG__FORMAT"] = log_format
+    settings = load_settings(config)
     if config is not None:
         os.environ["IMGREC_CONFIG"] = str(config.resolve())  # uvicorn's worker processes load it again
     if settings.auth.token_secret is None:
@@ -45,11 +63,10 @@ def serve(
     if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         # /metrics on any worker reports all of them (prometheus_client's multiprocess mode).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="imgrec-metrics-")
-    os.environ["IMGREC_LOG_FORMAT"], os.environ["IMGREC_LOG_LEVEL"] = log_format, log_level
-    configure_logging(log_level, log_format)
+    configure_logging(settings.log.level, settings.log.format)
     uvicorn.run("imgrec.service.app:create_app", factory=True, host=host or settings.service.host,
-                port=port or settings.service.port, workers=workers, log_level=log_level, access_log=False,
-                log_config=None)
+                port=port or settings.service.port, workers=workers, log_level=settings.log.level,
+                access_log=False, log_config=None)
 
 
 from .cli_run import run as _run  # noqa: E402

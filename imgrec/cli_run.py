@@ -53,36 +53,48 @@ def run(
     global_limit: Optional[str] = typer.Option(None, help="Prefect global concurrency limit name: --rate "
                                                "then holds across every worker sharing the Prefect server"),
     param: list[str] = typer.Option([], help="API.NAME=VALUE request parameter, repeatable"),
-    task_runner: str = typer.Option("threads", help="threads, or dask (shards on a Dask cluster)"),
+    task_runner: Optional[str] = typer.Option(None, help="threads, or dask (shards on a Dask cluster)"),
     dask_address: Optional[str] = typer.Option(None, help="Dask scheduler address (default: a local cluster)"),
-    prefix: str = typer.Option("", help="Backfill: only keys under this prefix"),
+    prefix: Optional[str] = typer.Option(None, help="Backfill: only keys under this prefix"),
     since: Optional[datetime] = typer.Option(None, help="Backfill: last-modified at or after"),
     until: Optional[datetime] = typer.Option(None, help="Backfill: last-modified before"),
     force: bool = typer.Option(False, help="Backfill: redo objects that already succeeded"),
     config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TOML settings file"),
 ) -> None:
     """Run the catalog flow once; print the report. Exit 0 when the run completed."""
+    from pydantic import ValidationError
+
+    from imgrec.tasks.job import RunParameters
+
+    given = dict(source=source, out=str(out) if out else None,
+                 apis=[a.strip() for a in apis.split(",") if a.strip()] if apis else None, backend=backend,
+                 endpoint=endpoint, mode=mode, concurrency=concurrency, rate_per_second=rate, shard_size=shard_size,
+                 params=parse_params(param) or None, config=str(config) if config else None,
+                 global_limit=global_limit, task_runner=task_runner, dask_address=dask_address, prefix=prefix,
+                 modified_since=since, modified_until=until, force=force or None)
+    is_backfill = bool(prefix or since or until or force)
+    try:  # checked here, before Prefect starts: a mistake fails in a second, in one line
+        parameters = RunParameters(**{k: v for k, v in given.items() if v is not None})
+        from imgrec.backends import resolve_run
+
+        resolve_run("catalog-backfill" if is_backfill else "catalog-tagging", parameters)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        typer.echo(f"imgrec run: {where}: {first['msg'].removeprefix('Value error, ')}", err=True)
+        raise typer.Exit(2)
+    except (ValueError, OSError) as exc:
+        typer.echo(f"imgrec run: {exc}", err=True)
+        raise typer.Exit(2)
     from imgrec.flows.catalog import backfill, catalog_tagging
 
-    from .settings import Settings
-
-    settings = Settings.load(config)  # fail on a bad config before Prefect starts
-    kwargs: dict[str, Any] = dict(
-        source=source, out=str(out) if out else str(settings.pipeline.out),
-        apis=[a.strip() for a in apis.split(",") if a.strip()] if apis else None, backend=backend,
-        endpoint=endpoint, mode=mode, concurrency=concurrency, rate_per_second=rate, shard_size=shard_size,
-        params=parse_params(param) or None, config=str(config) if config else None, global_limit=global_limit,
-        task_runner=task_runner, dask_address=dask_address)
-    is_backfill = bool(prefix or since or until or force)
     flow_fn = backfill if is_backfill else catalog_tagging
-    if is_backfill:
-        kwargs.update(prefix=prefix, modified_since=_utc(since), modified_until=_utc(until), force=force)
     stop = threading.Event()
     bar = threading.Thread(target=_progress_bar, args=(stop,), daemon=True) if sys.stderr.isatty() else None
     if bar:
         bar.start()
     try:
-        summary = asyncio.run(flow_fn(**kwargs))
+        summary = asyncio.run(flow_fn(parameters))
     except Exception as exc:
         typer.echo(f"imgrec run failed: {exc}", err=True)
         raise typer.Exit(1)
@@ -95,12 +107,4 @@ def run(
     typer.echo(markdown(summary))
     for kind, path in summary.get("report_paths", {}).items():
         typer.echo(f"report ({kind}): {path}")
-    typer.echo(f"tables: {kwargs['out']}")
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    from datetime import timezone
-
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    typer.echo(f"tables: {summary['parameters']['out']}")

@@ -1,7 +1,7 @@
 """The shared execution path behind the HTTP service and the in-process backend.
 
-parsed request -> engine slot (AIS.0007 if none) -> input bytes (base64 / upload / URL fetch) -> header
-checks of the image against the endpoint's limits -> engine in a bounded thread pool -> response model.
+parsed request -> engine (AIS.0007 if none) -> input bytes (base64 / upload / URL fetch) -> the image's
+header checked against the endpoint's limits, once -> engine in a bounded thread pool -> response model.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from imgrec import schemas
-from imgrec.schemas.common import ParsedRequest, decode_base64, inspect_image
+from imgrec.connectors.urlfetch import UrlFetcher
+from imgrec.schemas.common import ParsedRequest, check_image_info, decode_base64, inspect_image
 from imgrec.schemas.errors import ApiError
 
 from .engines import EngineRegistry
-from .service.urlfetch import UrlFetcher
 
 log = logging.getLogger("imgrec.recognizer")
 
@@ -45,8 +45,11 @@ class Recognizer:
         spec = schemas.spec(parsed.api)
         engine = self.registry.get(parsed.api)  # refuse a disabled API before any I/O
         data = await self.input_bytes(parsed)
-        if spec.image.formats:
-            inspect_image(data, spec.image)
+        if spec.image.formats:  # an image endpoint: its header, once per call path
+            if parsed.image_info is None:
+                parsed.image_info = inspect_image(data, spec.image)
+            else:  # read by the caller (the pipeline's pre-validation): only this endpoint's limits
+                check_image_info(parsed.image_info, len(data), spec.image)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool, engine.run, data, parsed)

@@ -3,29 +3,37 @@
 Environment variables use the IMGREC_ prefix and `__` for nesting (IMGREC_PIPELINE__CONCURRENCY=8).
 Huawei SDK variable names are honoured for the HTTP backend's credentials (HUAWEICLOUD_SDK_AK, ..._SK,
 ..._PROJECT_ID). Secrets are `SecretStr`: they print as '**********' in logs, reprs and reports.
+
+Every section is strict: a key the project does not know (a typo) fails at load with its name, instead of
+being ignored. Paths in a config file are relative to that file.
 """
 from __future__ import annotations
 
 import os
-from contextvars import ContextVar
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from .models.fetch import default_models_dir
+from .schemas import SPECS
+from .tasks.job import RunParameters
 
 MB = 1024 * 1024
-_config_file: ContextVar[str | None] = ContextVar("imgrec_config_file", default=None)
 
 
-class Credential(BaseModel):
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Credential(Section):
     access_key: str
     secret_key: SecretStr
     project_id: str
 
 
-class User(BaseModel):
+class User(Section):
     domain: str
     name: str
     password: SecretStr
@@ -33,7 +41,7 @@ class User(BaseModel):
     project_name: str = ""
 
 
-class AuthSettings(BaseModel):
+class AuthSettings(Section):
     enabled: bool = True
     # Tokens are HMAC-signed and stateless so that every worker process accepts them; set a secret to keep
     # tokens valid across restarts (otherwise one is generated per `imgrec serve`).
@@ -42,17 +50,17 @@ class AuthSettings(BaseModel):
     max_clock_skew_seconds: int = 15 * 60
 
 
-class CelebritySettings(BaseModel):
+class CelebritySettings(Section):
     gallery: Path | None = None  # one sub-folder per person, photos inside
     # dlib's descriptor distance at which two faces are the same person (0.6 in dlib's own evaluation).
     match_distance: float = 0.6
 
 
-class BgmSettings(BaseModel):
+class BgmSettings(Section):
     library: Path | None = None  # audio or mp4 files; the file stem is the returned audio_name
 
 
-class UrlFetchSettings(BaseModel):
+class UrlFetchSettings(Section):
     # "host:port" or "host" entries. Loopback/private/link-local addresses are refused unless listed;
     # "*" admits any public host.
     allow: list[str] = []
@@ -60,7 +68,7 @@ class UrlFetchSettings(BaseModel):
     max_redirects: int = 3
 
 
-class ServiceSettings(BaseModel):
+class ServiceSettings(Section):
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
@@ -70,7 +78,12 @@ class ServiceSettings(BaseModel):
     rate_limit_per_second: float = 0.0  # gateway throttling (429 APIG.0308) per worker process; 0 = off
 
 
-class SimulateSettings(BaseModel):
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"  # json: one object per line, with the request id
+
+
+class SimulateSettings(Section):
     """Latency simulation: no model work, the endpoint's empty result after `latency_ms` (+/- jitter)."""
 
     enabled: bool = False
@@ -78,7 +91,7 @@ class SimulateSettings(BaseModel):
     jitter_ms: float = 0.0
 
 
-class FaultSettings(BaseModel):
+class FaultSettings(Section):
     """Fault injection: shares of requests that fail in each way (see service/simulate.py)."""
 
     rate_429: float = 0.0
@@ -94,7 +107,7 @@ class FaultSettings(BaseModel):
         return any((self.rate_429, self.rate_500, self.rate_slow, self.rate_reset, self.rate_bad_json))
 
 
-class ClientSettings(BaseModel):
+class ClientSettings(Section):
     """How the pipeline reaches a remote API (cloud or self-hosted)."""
 
     endpoint: str | None = None  # self-hosted base URL; None = Huawei Cloud in `region`
@@ -114,21 +127,41 @@ class ClientSettings(BaseModel):
     proxy: SecretStr | None = None  # e.g. http://user:password@proxy:3128 (may hold a password)
 
 
-class PipelineSettings(BaseModel):
-    out: Path = Path("warehouse")
-    apis: list[str] = []  # empty = every enabled image API
-    backend: Literal["local", "http"] = "local"
-    mode: Literal["inline", "url"] = "inline"
-    concurrency: int = 8
-    rate_per_second: float = 0.0  # 0 = unlimited
-    global_limit: str | None = None  # Prefect global concurrency limit: one rate across all workers
-    shard_size: int = 200
-    unit_price_per_call: float = 0.0  # for the estimated-cost column of `runs`
-    params: dict[str, dict[str, Any]] = {}  # per-API request parameters, e.g. {image_tagging = {threshold = 30}}
+class EngineOptions(Section):
+    enabled: bool = True  # false: the API answers AIS.0007 (service not enabled)
+
+
+class ClassifierModel(Section):
+    """A bring-your-own ONNX classifier (imgrec/engines/plugins.py)."""
+
+    path: Path  # input (1, 3, S, S) RGB; output (1, C) logits or probabilities
+    labels: Path  # CSV: en,zh,category
+    input_size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # on 0-1 RGB; ImageNet's by default
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    kind: Literal["object", "scene", "concept"] = "object"  # how its tags count in V1 tagging
+    top_k: int = 5
+
+
+class DetectorModel(Section):
+    """A bring-your-own ONNX YOLOv5/YOLOv8-style detector (imgrec/engines/plugins.py)."""
+
+    path: Path  # input (1, 3, S, S) RGB 0-1 letterboxed; output (1, N, 5 + C) or (1, 4 + C, N)
+    labels: Path
+    input_size: int = 640
+    min_score: float = 0.2
+
+
+class ModelSettings(Section):
+    classifier: ClassifierModel | None = None
+    detector: DetectorModel | None = None
+
+
+ApiName = Literal[tuple(SPECS)]  # type: ignore[valid-type]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMGREC_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="IMGREC_", env_nested_delimiter="__", extra="forbid")
 
     auth: AuthSettings = AuthSettings()
     credentials: list[Credential] = []
@@ -137,52 +170,63 @@ class Settings(BaseSettings):
     bgm: BgmSettings = BgmSettings()
     url_fetch: UrlFetchSettings = UrlFetchSettings()
     service: ServiceSettings = ServiceSettings()
+    log: LogSettings = LogSettings()
     client: ClientSettings = ClientSettings()
-    pipeline: PipelineSettings = PipelineSettings()
-    engines: dict[str, dict[str, Any]] = {}  # per-engine options (enabled = false switches one off)
-    models: dict[str, dict[str, Any]] = {}  # bring-your-own ONNX models: see imgrec/engines/plugins.py
+    pipeline: RunParameters = RunParameters()  # defaults for every run; a run's own parameters win
+    engines: dict[ApiName, EngineOptions] = {}  # e.g. [engines.celebrity_recognition] enabled = false
+    models: ModelSettings = ModelSettings()  # bring-your-own ONNX models
+    models_dir: Path = Field(default_factory=default_models_dir)  # the converted built-in models
     simulate: SimulateSettings = SimulateSettings()  # benchmarks and tests only: see service/simulate.py
     faults: FaultSettings = FaultSettings()
+    config_file: Path | None = Field(default=None, exclude=True)  # where the file part came from
+
+    def engine(self, api: str) -> EngineOptions:
+        return self.engines.get(api) or EngineOptions()
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
                                    file_secret_settings) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlSource(settings_cls))
+        path = init_settings.init_kwargs.get("config_file")
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        return sources + ((_TomlFile(settings_cls, Path(path)),) if path else ())
 
     @classmethod
     def load(cls, config: str | Path | None = None, **overrides: Any) -> "Settings":
         """Settings from `config` (else the IMGREC_CONFIG file, if set), the environment and overrides."""
-        token = _config_file.set(str(config) if config is not None else os.environ.get("IMGREC_CONFIG"))
-        try:
-            settings = cls(**overrides)
-        finally:
-            _config_file.reset(token)
+        path = config if config is not None else os.environ.get("IMGREC_CONFIG")
+        if path:
+            path = Path(path).resolve()
+            if not path.is_file():
+                raise FileNotFoundError(f"config file not found: {path}")
+        settings = cls(**overrides, config_file=path or None)
         _apply_huawei_env(settings.client)
         return settings
 
 
-class _TomlSource(PydanticBaseSettingsSource):
-    def get_field_value(self, field, field_name):  # pragma: no cover - __call__ does the work
-        return None, field_name, False
+class _TomlFile(TomlConfigSettingsSource):
+    """pydantic-settings' TOML source, with relative paths made relative to the file, not the cwd."""
 
-    def __call__(self) -> dict[str, Any]:
-        path = _config_file.get()
-        if not path:
-            return {}
-        file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"config file not found: {file}")
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-        base = file.parent
-        # Relative folders in a config file are relative to that file, not to the working directory.
+    def __init__(self, settings_cls, path: Path):
+        self._base = path.parent
+        super().__init__(settings_cls, toml_file=path)
+
+    def _read_file(self, file_path: Path) -> dict[str, Any]:
+        data = super()._read_file(file_path)
+        base = self._base
+
+        def resolve(section: dict, key: str) -> None:
+            value = section.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                section[key] = str((base / value).resolve())
+
         for section, key in (("celebrity", "gallery"), ("bgm", "library")):
-            value = data.get(section, {}).get(key)
-            if value and not Path(value).is_absolute():
-                data[section][key] = str((base / value).resolve())
-        for model in data.get("models", {}).values():
-            for key in ("path", "labels"):
-                if model.get(key) and not Path(model[key]).is_absolute():
-                    model[key] = str((base / model[key]).resolve())
+            if isinstance(data.get(section), dict):
+                resolve(data[section], key)
+        for model in (data.get("models") or {}).values():
+            if isinstance(model, dict):
+                resolve(model, "path")
+                resolve(model, "labels")
+        resolve(data, "models_dir")
         return data
 
 

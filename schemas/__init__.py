@@ -1,7 +1,9 @@
-"""The data contract: request/response schemas of every Image Recognition API, and the pipeline's tables."""
-from __future__ import annotations
+"""The data contract: request/response schemas of every Image Recognition API, and the pipeline's tables.
 
-from types import ModuleType
+One module per API, each ending in its `SPEC` (path, parameters, limits, response model, empty answer,
+tables). `SPECS` lists them in the reference's order; every other layer keys on these objects.
+"""
+from __future__ import annotations
 
 from . import (
     bgm_recognition,
@@ -19,8 +21,8 @@ from . import (
 from .common import ApiSpec, ImageSpec, Param, ParsedRequest
 from .errors import ApiError
 
-MODULES: dict[str, ModuleType] = {
-    m.SPEC.name: m
+SPECS: dict[str, ApiSpec] = {
+    m.SPEC.name: m.SPEC
     for m in (
         image_tagging,
         media_tagging,
@@ -35,21 +37,18 @@ MODULES: dict[str, ModuleType] = {
         bgm_recognition,
     )
 }
-SPECS: dict[str, ApiSpec] = {name: m.SPEC for name, m in MODULES.items()}
 # APIs that take an image and answer with recognition results: what a catalog run calls by default.
 IMAGE_APIS = tuple(n for n, s in SPECS.items() if s.input != "url_only" and not s.image_out)
+# APIs a catalog run can call at all: those whose results land in a table.
+CATALOG_APIS = tuple(n for n, s in SPECS.items() if s.tables)
 
 
 def spec(name: str) -> ApiSpec:
     try:
         return SPECS[name]
     except KeyError:
-        raise ApiError.of("APIG.0101", f"unknown API {name!r}") from None
+        raise ApiError.of("APIG.0101", f"unknown API {name!r} (known: {', '.join(SPECS)})") from None
 
 
-def response_model(name: str):
-    return MODULES[name].Response
-
-
-__all__ = ["ApiError", "ApiSpec", "ImageSpec", "Param", "ParsedRequest", "SPECS", "MODULES", "IMAGE_APIS",
-           "spec", "response_model"]
+__all__ = ["ApiError", "ApiSpec", "ImageSpec", "Param", "ParsedRequest", "SPECS", "IMAGE_APIS", "CATALOG_APIS",
+           "spec"]

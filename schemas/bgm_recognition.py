@@ -4,6 +4,15 @@ from __future__ import annotations
 from .common import MB, ApiSpec, ImageSpec
 from .shapes import Wire
 
+
+class Result(Wire):
+    audio_name: str
+
+
+class Response(Wire):
+    result: Result
+
+
 SPEC = ApiSpec(
     name="bgm_recognition",
     path="/v1.0/bgm/recognition",
@@ -12,12 +21,7 @@ SPEC = ApiSpec(
     image=ImageSpec(formats=frozenset()),
     max_url_bytes=65 * MB,  # mp4 only, at most 65 MB
     deprecated=True,
+    response=Response,
+    empty=Response(result=Result(audio_name="")),
+    tables=(),
 )
-
-
-class Result(Wire):
-    audio_name: str
-
-
-class Response(Wire):
-    result: Result

@@ -7,14 +7,6 @@ from .shapes import Wire
 # Faces must be at least 40x40 px (reference); that is the engine's concern, not an input check.
 MIN_FACE_SIDE = 40
 
-SPEC = ApiSpec(
-    name="celebrity_recognition",
-    path="/v2/{project_id}/image/celebrity-recognition",
-    image=ImageSpec(max_side=10000),
-    params=(Param("threshold", "float", 0.9, lo=0, hi=1),),
-    sdk_method="run_celebrity_recognition",
-)
-
 
 class FaceDetail(Wire):
     h: int
@@ -31,3 +23,14 @@ class Celebrity(Wire):
 
 class Response(Wire):
     result: list[Celebrity]
+
+
+SPEC = ApiSpec(
+    name="celebrity_recognition",
+    path="/v2/{project_id}/image/celebrity-recognition",
+    image=ImageSpec(max_side=10000),
+    params=(Param("threshold", "float", 0.9, lo=0, hi=1),),
+    response=Response,
+    empty=Response(result=[]),
+    tables=("faces",),
+)

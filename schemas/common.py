@@ -4,7 +4,11 @@ An endpoint is described by an `ApiSpec`: its path, its parameters (with the ref
 out-of-range policy), how the input arrives (image XOR url, image XOR multipart file, url only) and an
 `ImageSpec` (encoded size, side lengths, accepted formats). `ApiSpec.parse` turns a JSON body into a
 `ParsedRequest` or raises `ApiError` with the reference's code; `inspect_image` checks raw bytes against the
-`ImageSpec` without decoding pixels; `decode_image` decodes with bounded memory.
+`ImageSpec` from the header alone (pixels are decoded next to the engines, `imgrec/engines/imaging.py`).
+
+An `ApiSpec` is also the one record of an API that every layer keys on: its response model, the empty
+answer the simulation mode sends, and the pipeline tables its results land in. Engines and normalizers
+attach to it by the spec object (see `imgrec.engines.ENGINES` and `imgrec.tasks.normalize`).
 """
 from __future__ import annotations
 
@@ -45,9 +49,15 @@ class Param:
         if from_form and isinstance(value, str):
             value = _from_form_string(self.kind, value, self.name)
         if self.kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ApiError.of("AIS.0501", f"{self.name} must be a number")
-            return float(value)
+            try:
+                value = float(value)  # an integer of 400 digits overflows: bad input, not a server error
+            except OverflowError:
+                value = math.inf
+            if not math.isfinite(value):
+                raise ApiError.of("AIS.0501", f"{self.name} must be a finite number")
+            return value
         if self.kind == "int":
             if isinstance(value, bool):
                 raise ApiError.of("AIS.0501", f"{self.name} must be an integer")
@@ -110,6 +120,17 @@ class ImageSpec:
     max_side: int = 10000
     formats: frozenset[str] = IMAGE_FORMATS
 
+    def check_size(self, raw_len: int) -> None:
+        """The reference limits the base64 text: checked from the raw length, without encoding."""
+        if encoded_size(raw_len) > self.max_encoded_bytes:
+            raise ApiError.of("AIS.0020", f"image of {raw_len} bytes exceeds the encoded limit")
+
+
+# Any image at all, whatever its size: for reading a header before knowing which endpoint's limits apply,
+# and for files this project writes itself (image-out results, gallery photos).
+ANY_IMAGE = ImageSpec(max_encoded_bytes=1 << 62, max_side=1 << 30,
+                      formats=frozenset({"JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "MPO"}))
+
 
 @dataclass(frozen=True)
 class ImageInfo:
@@ -148,10 +169,11 @@ def encoded_size(raw_len: int) -> int:
     return 4 * ((raw_len + 2) // 3)
 
 
-def _open(data: bytes):
+def open_image(data: bytes):
+    """PIL's lazy open (header only). Its own bomb guard is off: MAX_PIXELS is enforced from the header."""
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = None  # we enforce MAX_PIXELS ourselves, before any pixel is decoded
+    Image.MAX_IMAGE_PIXELS = None
     return Image.open(io.BytesIO(data))
 
 
@@ -161,12 +183,11 @@ def inspect_image(data: bytes, spec: ImageSpec) -> ImageInfo:
 
     if not data:
         raise ApiError.of("AIS.0503", "zero-byte image")
-    if encoded_size(len(data)) > spec.max_encoded_bytes:
-        raise ApiError.of("AIS.0020", f"image of {len(data)} bytes exceeds the encoded limit")
+    spec.check_size(len(data))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = _open(data)
+            img = open_image(data)
             info = ImageInfo(img.format or "", int(img.width), int(img.height), img.mode,
                              int(getattr(img, "n_frames", 1) or 1))
     except UnidentifiedImageError:
@@ -178,8 +199,7 @@ def inspect_image(data: bytes, spec: ImageSpec) -> ImageInfo:
 
 def check_image_info(info: ImageInfo, size: int, spec: ImageSpec) -> ImageInfo:
     """The endpoint's limits applied to an already inspected image (one header parse serves many APIs)."""
-    if encoded_size(size) > spec.max_encoded_bytes:
-        raise ApiError.of("AIS.0020", f"image of {size} bytes exceeds the encoded limit")
+    spec.check_size(size)
     if info.format not in spec.formats:
         raise ApiError.of("AIS.0502", f"{info.format} is not one of {sorted(spec.formats)}")
     if info.width * info.height > MAX_PIXELS:
@@ -187,62 +207,6 @@ def check_image_info(info: ImageInfo, size: int, spec: ImageSpec) -> ImageInfo:
     if min(info.width, info.height) < spec.min_side or max(info.width, info.height) > spec.max_side:
         raise ApiError.of("AIS.0504", f"{info.width}x{info.height} outside [{spec.min_side}, {spec.max_side}]")
     return info
-
-
-def decode_image(data: bytes, spec: ImageSpec, max_side: int | None = None):
-    return decode_image_scaled(data, spec, max_side)[0]
-
-
-def decode_image_scaled(data: bytes, spec: ImageSpec, max_side: int | None = None):
-    """Like `decode_image`, also returning the factor from the array's pixels to the original image's
-    (EXIF-oriented) pixels, so boxes found on a reduced decode map back to the caller's coordinates.
-
-    Decode to an RGB uint8 numpy array (H, W, 3), after `inspect_image`'s checks.
-
-    `max_side` lets an engine that works at a small size ask JPEG for a reduced-scale decode (draft mode),
-    which bounds memory and time on 10000-px inputs. Palette, alpha, CMYK, 16-bit and greyscale inputs are
-    converted; animated images use their first frame.
-    """
-    import numpy as np
-    from PIL import Image, ImageOps
-
-    info = inspect_image(data, spec)
-    try:
-        img = _open(data)
-        if max_side and img.format == "JPEG" and max(info.width, info.height) > 2 * max_side:
-            scale = max_side / max(info.width, info.height)
-            img.draft("RGB", (max(1, int(info.width * scale)), max(1, int(info.height * scale))))
-        img.load()
-        rotated = img.format == "JPEG" and img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
-        img = ImageOps.exif_transpose(img) if img.format == "JPEG" else img
-        original_width = info.height if rotated else info.width
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(img, dtype=np.float64)
-            peak = arr.max() or 1.0
-            img = Image.fromarray((arr * (255.0 / max(peak, 255.0))).clip(0, 255).astype("uint8"))
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            rgba = img.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            img = Image.alpha_composite(background, rgba)
-        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-        return rgb, original_width / rgb.shape[1]
-    except ApiError:
-        raise
-    except MemoryError:
-        raise ApiError.of("AIS.0205", "image too large to decode") from None
-    except Exception as exc:
-        raise ApiError.of("AIS.0503", type(exc).__name__) from None
-
-
-def encode_image(array, fmt: str = "JPEG") -> bytes:
-    """Encode an RGB array in the given format (the v1 image-out endpoints answer in the input's format)."""
-    from PIL import Image
-
-    fmt = fmt if fmt in IMAGE_FORMATS else "JPEG"
-    buf = io.BytesIO()
-    kwargs = {"quality": 92} if fmt in ("JPEG", "WEBP") else {}
-    Image.fromarray(array).save(buf, format=fmt, **kwargs)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------- requests
@@ -258,19 +222,28 @@ class ParsedRequest:
     url: str | None = None
     from_form: bool = False
     tenant: str = ""  # the caller's project, set by the service: engines share work only within one tenant
+    # The image's header, checked against the endpoint's limits: set once per call path by whoever read it
+    # first (the pipeline's pre-validation, or the recognizer), so no later layer parses it again.
+    image_info: ImageInfo | None = None
 
 
 @dataclass(frozen=True)
 class ApiSpec:
-    """Everything the contract says about one endpoint."""
+    """Everything the contract says about one endpoint: the API's one record.
+
+    `response` is the typed answer, `empty` the valid empty answer (what simulation mode sends), `tables`
+    the pipeline tables its results land in (none: not a catalog API); the first of them names the
+    normalizer (`imgrec.tasks.normalize`)."""
 
     name: str
     path: str  # with {project_id} where the reference has it
     params: tuple[Param, ...]
+    response: type
+    empty: Any  # an instance of `response`
+    tables: tuple[str, ...] = ()
     image: ImageSpec = field(default_factory=ImageSpec)
     input: InputMode = "image_or_url"
     image_out: bool = False  # v1 enhance endpoints answer with an image
-    sdk_method: str | None = None  # huaweicloudsdkimage ImageClient method, where the SDK has one
     deprecated: bool = False
     max_url_bytes: int = 10 * MB
 
@@ -285,6 +258,13 @@ class ApiSpec:
         names |= {"file"} if self.input == "image_or_file" else set()
         return names
 
+    def resolve_params(self, given: Mapping[str, Any], from_form: bool = False) -> dict[str, Any]:
+        """The request parameters as the service applies them (defaults filled, ranges checked)."""
+        unknown = set(given) - {p.name for p in self.params}
+        if unknown:
+            raise ApiError.of("AIS.0012", f"unsupported parameter(s): {', '.join(sorted(map(str, unknown))[:5])}")
+        return {p.name: p.resolve(given.get(p.name), from_form) for p in self.params}
+
     def parse(self, body: Any, *, file_bytes: bytes | None = None, from_form: bool = False) -> ParsedRequest:
         """Validate a decoded JSON body (or form fields plus an uploaded file) against the contract."""
         if not isinstance(body, Mapping):
@@ -294,26 +274,41 @@ class ApiSpec:
             raise ApiError.of("AIS.0012", f"unsupported parameter(s): {', '.join(sorted(map(str, unknown))[:5])}")
         image = _optional_str(body, "image")
         url = _optional_str(body, "url")
+        params = {k: v for k, v in body.items() if k not in ("image", "url", "file")}
+        return self.request(params, image_b64=image or None, url=url or None, file_bytes=file_bytes,
+                            from_form=from_form)
+
+    def request(self, params: Mapping[str, Any], *, image_b64: str | None = None, image: bytes | None = None,
+                url: str | None = None, file_bytes: bytes | None = None, from_form: bool = False) -> ParsedRequest:
+        """A request from Python values (what the in-process backend and `parse` build): exactly the inputs
+        the endpoint allows, a well-formed URL, parameters resolved."""
+        data = image if image is not None else file_bytes
+        has_image = bool(image_b64) or image is not None
         if self.input == "url_only":
             if not url:
                 raise ApiError.of("AIS.0011", "url is required")
+            if has_image:
+                raise ApiError.of("AIS.0012", "this endpoint takes a url only")
         elif self.input == "image_or_file":
-            if image and file_bytes is not None:
+            if url:
+                raise ApiError.of("AIS.0012", "this endpoint takes an image, not a url")
+            if image_b64 and file_bytes is not None:
                 raise ApiError.of("AIS.0501", "give either image or file, not both")
-            if not image and file_bytes is None:
+            if not has_image and file_bytes is None:
                 raise ApiError.of("AIS.0011", "image or file is required")
-            if file_bytes is not None and len(file_bytes) == 0:
-                raise ApiError.of("AIS.0011", "the uploaded file is empty")
         else:
-            if image and url:
+            if has_image and url:
                 raise ApiError.of("AIS.0501", "give either image or url, not both")
-            if not image and not url:
+            if not has_image and not url:
                 raise ApiError.of("AIS.0011", "image or url is required")
+        if data is not None and len(data) == 0:
+            raise ApiError.of("AIS.0011", "the image is empty")
+        if data is not None:
+            self.image.check_size(len(data))
         if url:
             check_url_syntax(url)
-        params = {p.name: p.resolve(body.get(p.name), from_form) for p in self.params}
-        return ParsedRequest(api=self.name, params=params, image_b64=image or None,
-                             image_bytes=file_bytes, url=url or None, from_form=from_form)
+        return ParsedRequest(api=self.name, params=self.resolve_params(params, from_form), image_b64=image_b64 or None, image_bytes=data,
+                             url=url or None, from_form=from_form)
 
     def body_for(self, *, image_b64: str | None = None, url: str | None = None, **params: Any) -> dict[str, Any]:
         """The JSON body a client sends: only given fields (like the SDK, None is never serialised)."""

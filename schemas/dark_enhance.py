@@ -4,6 +4,11 @@ from __future__ import annotations
 from .common import ApiSpec, ImageSpec, Param
 from .shapes import Wire
 
+
+class Response(Wire):
+    result: str  # base64 of the enhanced image
+
+
 SPEC = ApiSpec(
     name="dark_enhance",
     path="/v1.0/vision/dark-enhance",
@@ -12,8 +17,7 @@ SPEC = ApiSpec(
     image_out=True,
     params=(Param("brightness", "float", 0.9, lo=0, hi=1),),
     deprecated=True,
+    response=Response,
+    empty=Response(result=""),
+    tables=("enhanced",),
 )
-
-
-class Response(Wire):
-    result: str  # base64 of the enhanced image

@@ -4,6 +4,11 @@ from __future__ import annotations
 from .common import ApiSpec, ImageSpec, Param
 from .shapes import Wire
 
+
+class Response(Wire):
+    result: str
+
+
 SPEC = ApiSpec(
     name="defog",
     path="/v1.0/vision/defog",
@@ -15,8 +20,7 @@ SPEC = ApiSpec(
         Param("natural_look", "bool", True),
     ),
     deprecated=True,
+    response=Response,
+    empty=Response(result=""),
+    tables=("enhanced",),
 )
-
-
-class Response(Wire):
-    result: str

@@ -4,19 +4,6 @@ from __future__ import annotations
 from .common import ApiSpec, ImageSpec, Param
 from .shapes import I18n, Wire
 
-SPEC = ApiSpec(
-    name="image_tagging_v1",
-    path="/v1.0/image/tagging",
-    image=ImageSpec(min_side=15, max_side=4096),
-    params=(
-        Param("language", "str", "zh", choices=("zh", "en")),
-        Param("limit", "int", 30, lo=1, hi=150),
-        # "a value outside (0~100) makes the algorithm take the default".
-        Param("threshold", "float", 0.0, lo=0, hi=100, out_of_range="default"),
-    ),
-    deprecated=True,
-)
-
 
 class Tag(Wire):
     confidence: float  # a number here, unlike V2's strings
@@ -31,3 +18,20 @@ class Result(Wire):
 
 class Response(Wire):
     result: Result
+
+
+SPEC = ApiSpec(
+    name="image_tagging_v1",
+    path="/v1.0/image/tagging",
+    image=ImageSpec(min_side=15, max_side=4096),
+    params=(
+        Param("language", "str", "zh", choices=("zh", "en")),
+        Param("limit", "int", 30, lo=1, hi=150),
+        # "a value outside (0~100) makes the algorithm take the default".
+        Param("threshold", "float", 0.0, lo=0, hi=100, out_of_range="default"),
+    ),
+    deprecated=True,
+    response=Response,
+    empty=Response(result=Result(tags=[])),
+    tables=("tags",),
+)

@@ -4,13 +4,6 @@ from __future__ import annotations
 from .common import ApiSpec, ImageSpec, Param
 from .shapes import BoxFloat, Wire
 
-SPEC = ApiSpec(
-    name="main_object_detection",
-    path="/v3/{project_id}/image/main-object-detection",
-    image=ImageSpec(max_side=10000),
-    params=(Param("threshold", "float", 30.0, lo=0, hi=100),),
-    sdk_method="run_image_main_object_detection",
-)
 
 LABELS = ("main_object_box", "bounding_box")
 
@@ -23,3 +16,14 @@ class MainObject(Wire):
 
 class Response(Wire):
     result: list[MainObject]
+
+
+SPEC = ApiSpec(
+    name="main_object_detection",
+    path="/v3/{project_id}/image/main-object-detection",
+    image=ImageSpec(max_side=10000),
+    params=(Param("threshold", "float", 30.0, lo=0, hi=100),),
+    response=Response,
+    empty=Response(result=[]),
+    tables=("main_objects",),
+)

@@ -4,18 +4,6 @@ from __future__ import annotations
 from .common import ApiSpec, ImageSpec, Param
 from .shapes import I18n, InstanceInt, Wire
 
-SPEC = ApiSpec(
-    name="media_tagging",
-    path="/v2/{project_id}/image/media-tagging",
-    image=ImageSpec(max_side=10000),
-    params=(
-        Param("language", "str", "zh", choices=("zh", "en")),
-        Param("threshold", "float", 40.0, lo=0, hi=100),
-        Param("limit", "int", 10, lo=1, hi=150),
-    ),
-    sdk_method="run_image_media_tagging",
-)
-
 
 class Tag(Wire):
     confidence: str
@@ -32,3 +20,18 @@ class Result(Wire):
 
 class Response(Wire):
     result: Result
+
+
+SPEC = ApiSpec(
+    name="media_tagging",
+    path="/v2/{project_id}/image/media-tagging",
+    image=ImageSpec(max_side=10000),
+    params=(
+        Param("language", "str", "zh", choices=("zh", "en")),
+        Param("threshold", "float", 40.0, lo=0, hi=100),
+        Param("limit", "int", 10, lo=1, hi=150),
+    ),
+    response=Response,
+    empty=Response(result=Result(tags=[])),
+    tables=("tags",),
+)

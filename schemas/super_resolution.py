@@ -4,6 +4,11 @@ from __future__ import annotations
 from .common import ApiSpec, ImageSpec, Param
 from .shapes import Wire
 
+
+class Response(Wire):
+    result: str
+
+
 SPEC = ApiSpec(
     name="super_resolution",
     path="/v1.0/vision/super-resolution",
@@ -17,8 +22,7 @@ SPEC = ApiSpec(
         Param("model", "str", "ESPCN", choices=("ESPCN", "SRCNN")),
     ),
     deprecated=True,
+    response=Response,
+    empty=Response(result=""),
+    tables=("enhanced",),
 )
-
-
-class Response(Wire):
-    result: str

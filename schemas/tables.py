@@ -112,5 +112,3 @@ TABLES: dict[str, pa.Schema] = {
     ]),
 }
 
-# Tables that receive rows from per-image API results (everything but images, errors and runs).
-RESULT_TABLES = ("tags", "detections", "faces", "main_objects", "recapture", "enhanced")

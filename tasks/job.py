@@ -1,37 +1,104 @@
-"""What one pipeline run needs to know, in one picklable object passed to every task."""
+"""What a catalog run is asked to do (`RunParameters`) and what one run knows once resolved (`Job`).
+
+`RunParameters` is the one model for a run's options: the flows take it as their parameter, the CLI builds
+it from its options, the settings file's `[pipeline]` section is one, and `deployments/prefect.yaml` gives
+one per deployment. Fields a run leaves unset take the `[pipeline]` values, then the defaults below.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from imgrec import schemas
-@dataclass
-class Job:
+from imgrec.schemas.errors import ApiError
+
+
+class RunParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = ""  # a folder, s3://bucket/prefix or obs://bucket/prefix
+    out: str = "warehouse"  # tables, ledger and reports
+    apis: list[str] = []  # empty: every image API the backend has enabled
+    backend: Literal["local", "http"] = "local"  # in-process engines, or an HTTP API (cloud / self-hosted)
+    endpoint: str | None = None  # http backend: self-hosted base URL (None: Huawei Cloud, [client] region)
+    mode: Literal["inline", "url"] = "inline"  # base64 in the body, or presigned URLs the service fetches
+    concurrency: int = Field(8, ge=1, le=1024)  # requests in flight at once
+    rate_per_second: float = Field(0.0, ge=0)  # 0 = unlimited
+    global_limit: str | None = None  # Prefect global concurrency limit: one rate across all workers
+    shard_size: int = Field(200, ge=1)  # images per Prefect task
+    params: dict[str, dict[str, Any]] = {}  # per-API request parameters: {image_tagging = {threshold = 30}}
+    task_runner: Literal["threads", "dask"] = "threads"  # dask: shards on a Dask cluster
+    dask_address: str | None = None  # an existing scheduler, e.g. tcp://scheduler:8786 (None: a local one)
+    prefix: str = ""  # only keys under this prefix (joined to the source's own prefix)
+    modified_since: datetime | None = None  # only objects last modified at or after
+    modified_until: datetime | None = None  # ... and before
+    force: bool = False  # redo objects that already succeeded
+    config: str | None = None  # the settings file; each worker process reads it again
+    unit_price_per_call: float = Field(0.0, ge=0)  # for the estimated-cost column of `runs`
+
+    @field_validator("apis")
+    @classmethod
+    def _known_apis(cls, apis: list[str]) -> list[str]:
+        for api in apis:
+            if api not in schemas.CATALOG_APIS:
+                why = "takes a video URL, not catalog images" if api in schemas.SPECS else "is not an API"
+                raise ValueError(f"{api!r} {why}; catalog APIs: {', '.join(schemas.CATALOG_APIS)}")
+        # Each API once (a repeated name would write its rows twice), in the reference's order: the tagging
+        # APIs then come before main-object detection, which reuses their analysis pass.
+        return [api for api in schemas.CATALOG_APIS if api in apis]
+
+    @field_validator("params")
+    @classmethod
+    def _valid_params(cls, params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for api, given in params.items():
+            if api not in schemas.CATALOG_APIS:
+                raise ValueError(f"params for {api!r}: catalog APIs are {', '.join(schemas.CATALOG_APIS)}")
+            try:
+                schemas.spec(api).resolve_params(given)
+            except ApiError as err:
+                names = ", ".join(p.name for p in schemas.spec(api).params)
+                raise ValueError(f"params for {api}: {err} (its parameters: {names})") from None
+        return params
+
+    @field_validator("modified_since", "modified_until")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return value if value is None or value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+    def over(self, defaults: "RunParameters") -> "RunParameters":
+        """These parameters where set, `defaults` (the settings file's [pipeline]) elsewhere; request
+        parameters merge per API."""
+        update = {name: getattr(self, name) for name in self.model_fields_set}
+        if "params" in update:
+            update["params"] = {**defaults.params, **self.params}
+        return defaults.model_copy(update=update)
+
+
+class Job(RunParameters):
+    """One resolved run, passed to every task: its parameters plus identity, every field final."""
+
     run_id: str
     flow: str
-    source: str
-    out: str
-    apis: list[str]
-    backend: str = "local"  # local | http
-    endpoint: str | None = None  # http backend: self-hosted base URL (None = Huawei Cloud)
-    mode: str = "inline"  # inline | url
-    concurrency: int = 8
-    rate_per_second: float = 0.0
-    global_limit: str | None = None  # Prefect global concurrency limit shared by every worker
-    task_runner: str = "threads"  # threads (in the flow's process) | dask (local cluster or dask_address)
-    dask_address: str | None = None  # an existing Dask scheduler, e.g. tcp://scheduler:8786
-    shard_size: int = 200
-    prefix: str = ""
-    modified_since: datetime | None = None
-    modified_until: datetime | None = None
-    force: bool = False
-    params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    config: str | None = None  # settings file, re-read by each worker process
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @classmethod
+    def create(cls, flow: str, run_id: str, parameters: RunParameters, available_apis: list[str],
+               config: str | None) -> "Job":
+        """`parameters` already merged over the settings' defaults; `available_apis` the backend's enabled
+        image APIs, the default set when none are named."""
+        if not parameters.source:
+            raise ValueError("no source: give a folder, s3://bucket/prefix or obs://bucket/prefix")
+        apis = parameters.apis or [api for api in available_apis if api in schemas.IMAGE_APIS]
+        if not apis:
+            raise ValueError("no APIs to run: none is enabled for this backend")
+        data = parameters.model_dump()
+        data.update(apis=apis, out=str(Path(parameters.out).resolve()), config=config)
+        return cls(run_id=run_id, flow=flow, **data)
 
     @property
     def out_path(self) -> Path:
@@ -46,19 +113,13 @@ class Job:
         return self.started_at.strftime("%Y-%m-%d")
 
     def resolved_params(self, api: str) -> dict[str, Any]:
-        """The parameters as the service will apply them (defaults filled), validated up front."""
-        spec = schemas.spec(api)
-        placeholder = {"url": "https://example.com/x.jpg"} if spec.input == "url_only" else {"image": "eA=="}
-        return spec.parse({**placeholder, **self.params.get(api, {})}).params
+        """The request parameters as the service will apply them (defaults filled)."""
+        return schemas.spec(api).resolve_params(self.params.get(api, {}))
 
     def params_hash(self, api: str) -> str:
         text = json.dumps(self.resolved_params(api), sort_keys=True)
         return hashlib.sha256(f"{api}:{text}".encode()).hexdigest()[:16]
 
     def public_parameters(self) -> dict[str, Any]:
-        """For the runs table and reports: everything but secrets (none live here) as JSON-able values."""
-        data = asdict(self)
-        for key in ("modified_since", "modified_until", "started_at"):
-            if data[key] is not None:
-                data[key] = data[key].isoformat()
-        return data
+        """For the runs table and reports: every parameter as JSON values (secrets never live here)."""
+        return self.model_dump(mode="json", exclude={"run_id", "flow", "started_at"})

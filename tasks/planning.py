@@ -8,7 +8,6 @@ DuckDB query each, so peak memory stays flat however large the bucket (bench/sca
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,58 +33,59 @@ class Shard:
     pending_calls: int
 
 
-def _sql_list(paths: list[Path]) -> str:
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
-
-
 def plan_shards(job: Job) -> list[Shard]:
     folder = job.run_dir / "shards"
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.parquet"):
         old.unlink()
-    files = listing_files(job)
+    files = [str(f) for f in listing_files(job)]
     listed = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     if not listed:
         return []
-    partitions = max(1, math.ceil(listed / PARTITION_ROWS))
-    ledgers = [] if job.force else sorted(ledger_dir(job.out_path).glob("*.parquet"))
+    ledgers = [] if job.force else [str(f) for f in sorted(ledger_dir(job.out_path).glob("*.parquet"))]
     con = duckdb.connect(config={"memory_limit": "128MB", "threads": 1, "preserve_insertion_order": False})
     con.execute("CREATE TEMP TABLE wanted(api VARCHAR, params_hash VARCHAR)")
     con.executemany("INSERT INTO wanted VALUES (?, ?)", [(api, job.params_hash(api)) for api in job.apis])
-    done = (f"SELECT DISTINCT api, params_hash, key, fingerprint FROM read_parquet({_sql_list(ledgers)}) "
-            f"WHERE hash(key) % {partitions} = $partition" if ledgers else
+    done = ("SELECT DISTINCT api, params_hash, key, fingerprint FROM read_parquet($ledgers) "
+            "WHERE hash(key) % $partitions = $partition" if ledgers else
             "SELECT NULL::VARCHAR AS api, NULL::VARCHAR AS params_hash, NULL::VARCHAR AS key, "
             "NULL::VARCHAR AS fingerprint WHERE false")
+    query = f"""
+        WITH listing AS (SELECT * FROM read_parquet($listing) WHERE hash(key) % $partitions = $partition),
+             done AS ({done}),
+             plan AS (
+                SELECT l.key, any_value(l.size) AS size, any_value(l.etag) AS etag,
+                       any_value(l.last_modified) AS last_modified, l.fingerprint,
+                       coalesce(list(w.api ORDER BY w.api) FILTER (WHERE d.key IS NULL), []) AS pending
+                FROM listing l CROSS JOIN wanted w
+                LEFT JOIN done d ON d.api = w.api AND d.params_hash = w.params_hash AND d.key = l.key
+                                AND d.fingerprint = l.fingerprint
+                GROUP BY l.key, l.fingerprint)
+        SELECT *, CASE WHEN len(pending) > 0
+            THEN (row_number() OVER (PARTITION BY len(pending) > 0 ORDER BY key) - 1) // $shard_size
+            ELSE $skipped + (row_number() OVER (PARTITION BY len(pending) > 0 ORDER BY key) - 1) // $skipped_size
+            END AS shard
+        FROM plan ORDER BY shard, key"""
+    partitions = max(1, math.ceil(listed / PARTITION_ROWS))
     pieces: list[tuple[bool, int, int, Path, int, int]] = []  # (skipped, partition, local shard, file, objects, calls)
     for partition in range(partitions):
-        part = folder / f"part-{partition:05d}"
-        con.execute(f"""
-            COPY (
-                WITH listing AS (SELECT * FROM read_parquet({_sql_list(files)})
-                                 WHERE hash(key) % {partitions} = $partition),
-                     done AS ({done}),
-                     plan AS (
-                        SELECT l.key, any_value(l.size) AS size, any_value(l.etag) AS etag,
-                               any_value(l.last_modified) AS last_modified, l.fingerprint,
-                               coalesce(list(w.api ORDER BY w.api) FILTER (WHERE d.key IS NULL), []) AS pending
-                        FROM listing l CROSS JOIN wanted w
-                        LEFT JOIN done d ON d.api = w.api AND d.params_hash = w.params_hash AND d.key = l.key
-                                        AND d.fingerprint = l.fingerprint
-                        GROUP BY l.key, l.fingerprint)
-                SELECT *, CASE WHEN len(pending) > 0
-                    THEN (row_number() OVER (PARTITION BY len(pending) > 0 ORDER BY key) - 1) // {int(job.shard_size)}
-                    ELSE {SKIPPED} + (row_number() OVER (PARTITION BY len(pending) > 0 ORDER BY key) - 1) // {SKIPPED_SHARD_SIZE}
-                    END AS shard
-                FROM plan ORDER BY shard, key
-            ) TO '{part}' (FORMAT parquet, PARTITION_BY (shard), FILENAME_PATTERN 'manifest')""",
-                    {"partition": partition})
-        counts = con.execute(f"SELECT shard, count(*), sum(len(pending)) FROM read_parquet('{part}/*/*.parquet', "
-                             f"hive_partitioning = true) GROUP BY shard").fetchall()
-        for local, objects, calls in counts:
+        params = {"listing": files, "partitions": partitions, "partition": partition,
+                  "shard_size": int(job.shard_size), "skipped": SKIPPED, "skipped_size": SKIPPED_SHARD_SIZE}
+        if ledgers:
+            params["ledgers"] = ledgers
+        # At most PARTITION_ROWS rows of keys: small enough to hold, then one manifest file per shard.
+        relation = con.sql(query, params=params)
+        plan = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+        shard_column = plan.column("shard").to_numpy()
+        manifest = plan.drop_columns(["shard"])
+        starts = [0] + [i for i in range(1, len(shard_column)) if shard_column[i] != shard_column[i - 1]]
+        for start, end in zip(starts, starts[1:] + [len(shard_column)]):
+            local = int(shard_column[start])
+            rows = manifest.slice(start, end - start)
             path = folder / f"p{partition:05d}-{local:07d}.parquet"
-            (part / f"shard={local}" / "manifest0.parquet").replace(path)
-            pieces.append((local >= SKIPPED, partition, local, path, objects, int(calls or 0)))
-        shutil.rmtree(part)
+            pq.write_table(rows, path)
+            calls = sum(len(p) for p in rows.column("pending").to_pylist())
+            pieces.append((local >= SKIPPED, partition, local, path, rows.num_rows, calls))
     con.close()
     shards = []
     for index, (_, _, _, piece, objects, calls) in enumerate(sorted(pieces)):  # work first, then skipped shards

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from imgrec import schemas
 from imgrec.connectors.backend import RecognitionBackend
 from imgrec.connectors.storage import Storage
-from imgrec.schemas.common import ImageInfo, ImageSpec, check_image_info, inspect_image
+from imgrec.schemas.common import ANY_IMAGE, ImageInfo, check_image_info, inspect_image
 from imgrec.schemas.errors import ApiError
 
 from . import failpoints, progress
@@ -30,13 +30,17 @@ from .normalize import Context, normalize
 from .writing import commit_shard, shard_name
 
 log = logging.getLogger("imgrec.tasks.recognize")
-# Errors that describe the input itself: the same bytes will fail the same way, so the object is not
-# retried by the next incremental run (it is, once it changes).
+# Errors that describe the input itself: the same bytes will fail the same way, so the image is `invalid`
+# for that API and not retried by the next incremental run (it is, once it changes).
 INPUT_ERRORS = frozenset({"AIS.0015", "AIS.0020", "AIS.0021", "AIS.0023", "AIS.0025", "AIS.0204", "AIS.0205",
                           "AIS.0502", "AIS.0503", "AIS.0504"})
 HEAD_BYTES = 256 * 1024  # enough of a file for its format and dimensions (url mode reads only this)
-PERMISSIVE = ImageSpec(max_encoded_bytes=1 << 62, max_side=1 << 30,
-                       formats=frozenset({"JPEG", "PNG", "BMP", "WEBP", "GIF", "TIFF", "MPO"}))
+
+
+def refuses_input(err: ApiError) -> bool:
+    """The input was refused (status `invalid`, ledger `rejected`); anything else is a failure (`failed`,
+    retried next run), wherever it happened: before the call, in the backend or on the wire."""
+    return not err.retryable and err.code in INPUT_ERRORS
 
 
 @dataclass
@@ -174,7 +178,7 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                     head = b""  # a ranged GET of an empty object is an error on some servers
                 else:
                     head = await reader.read(obj["key"])
-                info = inspect_image(head, PERMISSIVE)
+                info = inspect_image(head, ANY_IMAGE)
             except ApiError as err:
                 info = None
                 read_error = err
@@ -189,6 +193,15 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
             outcomes = []
             for api in pending:
                 spec = schemas.spec(api)
+
+                def refused(err: ApiError) -> None:
+                    tables["errors"].append(error_row(obj, api, err))
+                    if refuses_input(err):
+                        outcomes.append("invalid")
+                        ledger.append(_ledger_row(job, api, hashes[api], obj, "rejected"))
+                    else:
+                        outcomes.append("failed")
+
                 try:
                     if read_error is not None:
                         raise read_error
@@ -200,24 +213,18 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                         check_image_info(info, 0, spec.image)
                 except ApiError as err:
                     err.attempts = 0  # refused before any call
-                    tables["errors"].append(error_row(obj, api, err))
-                    outcomes.append("failed" if err.retryable else "invalid")  # a storage hiccup is no bad input
-                    if err.code in INPUT_ERRORS:
-                        ledger.append(_ledger_row(job, api, hashes[api], obj, "rejected"))
+                    refused(err)
                     continue
                 try:
                     if data is not None:
-                        result = await backend.call(api, image=data, **params[api])
+                        result = await backend.call(api, image=data, image_info=info, **params[api])
                     else:
                         result = await backend.call(api, url=storage.url_for(obj["key"]), **params[api])
                 except ApiError as err:
                     stats.calls += max(1, err.attempts)
                     stats.retries += max(0, err.attempts - 1)
                     stats.call_errors += 1
-                    tables["errors"].append(error_row(obj, api, err))
-                    outcomes.append("failed")
-                    if not err.retryable and err.code in INPUT_ERRORS:
-                        ledger.append(_ledger_row(job, api, hashes[api], obj, "rejected"))
+                    refused(err)
                     continue
                 stats.calls += result.attempts
                 stats.retries += result.attempts - 1
@@ -225,8 +232,15 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                 stats.latency.add(result.latency_s * 1000)
                 ctx = Context(job.run_id, storage.uri, obj["key"], api, info.width if info else 0,
                               info.height if info else 0, params[api], writer)
-                for table, rows in normalize(api, result.response, ctx).items():
-                    tables[table].extend(rows)
+                try:
+                    rows = normalize(spec, result.response, ctx)
+                except Exception as exc:  # e.g. storing an image-out result failed: this image, not the shard
+                    log.warning("normalizing %s of %s failed: %s", api, obj["key"], type(exc).__name__)
+                    refused(ApiError(code="IMGREC.NORMALIZE", status=0, retryable=False,
+                                     message=f"the result could not be stored: {type(exc).__name__}"))
+                    continue
+                for table, table_rows in rows.items():
+                    tables[table].extend(table_rows)
                 ledger.append(_ledger_row(job, api, hashes[api], obj, "ok"))
                 outcomes.append("ok")
             # failed: a call (or read) failed and will be retried; invalid: some API refused this input

@@ -1,11 +1,11 @@
 """Run reports: JSON, Markdown and one self-contained HTML page (inline SVG charts), plus the `runs` row.
 
 Figures come from the shard statistics and from the run's own rows read back with DuckDB, so the report
-describes what actually landed in the tables.
+describes what actually landed in the tables. The pages are jinja2 templates (`templates/`), autoescaped.
 """
 from __future__ import annotations
 
-import html
+import functools
 import json
 from collections import Counter
 from datetime import datetime
@@ -21,18 +21,20 @@ from .writing import table_file, write_table
 
 
 def _query(out: Path, table: str, sql: str, run_id: str) -> list[tuple]:
+    """`sql` reads the table as `read_parquet($files, ...)`; the files and the run id are bound parameters."""
     if not any((out / table).glob("run_date=*/*.parquet")):
         return []
     con = duckdb.connect()
     try:
-        con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{out / table}/**/*.parquet', hive_partitioning=true)")
-        return con.execute(sql, [run_id]).fetchall()
+        return con.execute(sql, {"files": str(out / table / "**" / "*.parquet"), "run_id": run_id}).fetchall()
     finally:
         con.close()
 
 
-def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: datetime,
-              unit_price: float = 0.0) -> dict[str, Any]:
+_TABLE = "read_parquet($files, hive_partitioning = true)"
+
+
+def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: datetime) -> dict[str, Any]:
     status: Counter = Counter()
     codes: Counter = Counter()
     latency = LatencyHistogram()
@@ -49,12 +51,12 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
     duration = max((finished_at - job.started_at).total_seconds(), 1e-9)
     processed = status["ok"] + status["failed"] + status["invalid"]
     out = job.out_path
-    top_tags = _query(out, "tags", "SELECT coalesce(tag_en, tag), count(*) AS n FROM t WHERE run_id = ? "
-                      "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 15", job.run_id)
-    verdicts = _query(out, "recapture", "SELECT suggestion, count(*) FROM t WHERE run_id = ? GROUP BY 1 ORDER BY 2 DESC",
-                      job.run_id)
-    faces = _query(out, "faces", "SELECT label, count(*) FROM t WHERE run_id = ? GROUP BY 1 ORDER BY 2 DESC LIMIT 15",
-                   job.run_id)
+    top_tags = _query(out, "tags", f"SELECT coalesce(tag_en, tag), count(*) AS n FROM {_TABLE} "
+                      "WHERE run_id = $run_id GROUP BY 1 ORDER BY n DESC, 1 LIMIT 15", job.run_id)
+    verdicts = _query(out, "recapture", f"SELECT suggestion, count(*) FROM {_TABLE} WHERE run_id = $run_id "
+                      "GROUP BY 1 ORDER BY 2 DESC", job.run_id)
+    faces = _query(out, "faces", f"SELECT label, count(*) FROM {_TABLE} WHERE run_id = $run_id "
+                   "GROUP BY 1 ORDER BY 2 DESC LIMIT 15", job.run_id)
     return {
         "run_id": job.run_id, "flow": job.flow, "source": job.source, "backend": job.backend,
         "apis": job.apis, "parameters": job.public_parameters(),
@@ -69,7 +71,7 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
         "error_codes": dict(codes.most_common()),
         "top_tags": [[t, n] for t, n in top_tags], "recapture_verdicts": [[v, n] for v, n in verdicts],
         "faces": [[f, n] for f, n in faces],
-        "estimated_cost": round(calls * unit_price, 6),
+        "estimated_cost": round(calls * job.unit_price_per_call, 6),
         "shards": len(shards),
     }
 
@@ -100,80 +102,49 @@ def write_runs_row(job: Job, summary: dict[str, Any]) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ rendering
+@functools.cache
+def _templates():
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("imgrec.tasks", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "html.j2"], default=False),
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["ms"] = lambda value: "-" if value is None else f"{value:.1f} ms"
+    env.filters["md"] = lambda value: str(value).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    return env
+
+
 def markdown(summary: dict[str, Any]) -> str:
+    return _templates().get_template("report.md.j2").render(s=summary, sections=_sections(summary))
+
+
+def _sections(summary: dict[str, Any]) -> list[tuple[str, list]]:
     s = summary
-    lines = [
-        f"# imgrec run `{s['run_id']}`", "",
-        f"- flow: **{s['flow']}**, source: `{s['source']}`, backend: **{s['backend']}**, APIs: {', '.join(s['apis']) or '-'}",
-        f"- started {s['started_at']}, took {s['duration_s']} s, {s['images_per_s']} images/s",
-        f"- listed {s['listed']}; ok {s['status']['ok']}, failed {s['status']['failed']}, "
-        f"invalid {s['status']['invalid']}, skipped {s['status']['skipped']}",
-        f"- calls {s['calls']} ({s['call_errors']} failed, {s['retries']} retries), rate-limit wait "
-        f"{s['rate_limit_wait_s']} s, estimated cost {s['estimated_cost']}",
-        f"- latency p50 {_ms(s['latency_ms']['p50'])}, p95 {_ms(s['latency_ms']['p95'])}", "",
-    ]
-    for title, pairs in (("Error codes", list(s["error_codes"].items())), ("Top tags", s["top_tags"]),
-                         ("Recapture verdicts", s["recapture_verdicts"]), ("Faces", s["faces"])):
-        if pairs:
-            lines += [f"## {title}", "", "| value | count |", "|---|---|"]
-            lines += [f"| {html.escape(str(k))} | {v} |" for k, v in pairs]
-            lines.append("")
-    return "\n".join(lines)
+    return [("Error codes", list(s["error_codes"].items())), ("Top tags", s["top_tags"]),
+            ("Recapture verdicts", s["recapture_verdicts"]), ("Faces", s["faces"])]
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} ms"
-
-
-def _bar_chart(title: str, pairs: list[tuple[str, float]], colour: str = "#3b82f6") -> str:
-    if not pairs:
-        return f"<section><h2>{html.escape(title)}</h2><p class='empty'>nothing to show</p></section>"
+def _bar_chart(title: str, pairs: list, colour: str) -> dict[str, Any]:
+    """Geometry of one horizontal bar chart; the template draws it as inline SVG."""
     width, bar_h, label_w = 640, 22, 200
-    peak = max(v for _, v in pairs) or 1
-    rows = []
-    for i, (label, value) in enumerate(pairs):
-        y = i * (bar_h + 6)
-        w = max(1, (width - label_w - 60) * value / peak)
-        rows.append(f"<text x='{label_w - 8}' y='{y + 16}' text-anchor='end'>{html.escape(str(label))[:32]}</text>"
-                    f"<rect x='{label_w}' y='{y}' width='{w:.1f}' height='{bar_h}' fill='{colour}'/>"
-                    f"<text x='{label_w + w + 6:.1f}' y='{y + 16}'>{value:g}</text>")
-    height = len(pairs) * (bar_h + 6)
-    return (f"<section><h2>{html.escape(title)}</h2><svg role='img' aria-label='{html.escape(title)}' "
-            f"width='{width}' height='{height}' viewBox='0 0 {width} {height}'>{''.join(rows)}</svg></section>")
+    peak = max((v for _, v in pairs), default=0) or 1
+    bars = [{"label": str(label)[:32], "value": f"{value:g}", "y": i * (bar_h + 6),
+             "w": round(max(1, (width - label_w - 60) * value / peak), 1)} for i, (label, value) in enumerate(pairs)]
+    return {"title": title, "colour": colour, "bars": bars, "width": width, "height": len(pairs) * (bar_h + 6),
+            "bar_h": bar_h, "label_w": label_w}
 
 
 def render_html(summary: dict[str, Any]) -> str:
     s = summary
-    status = [(k, v) for k, v in s["status"].items()]
     charts = [
-        _bar_chart("Images by status", status, "#10b981"),
+        _bar_chart("Images by status", list(s["status"].items()), "#10b981"),
         _bar_chart("Error codes", list(s["error_codes"].items()), "#ef4444"),
         _bar_chart("Latency distribution", s["latency_bars"], "#6366f1"),
-        _bar_chart("Top tags", [(t, n) for t, n in s["top_tags"]], "#3b82f6"),
-        _bar_chart("Recapture verdicts", [(v, n) for v, n in s["recapture_verdicts"]], "#f59e0b"),
-        _bar_chart("Recognised faces", [(f, n) for f, n in s["faces"]], "#8b5cf6"),
+        _bar_chart("Top tags", s["top_tags"], "#3b82f6"),
+        _bar_chart("Recapture verdicts", s["recapture_verdicts"], "#f59e0b"),
+        _bar_chart("Recognised faces", s["faces"], "#8b5cf6"),
     ]
-    facts = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in [
-        ("run", s["run_id"]), ("flow", s["flow"]), ("source", s["source"]), ("backend", s["backend"]),
-        ("APIs", ", ".join(s["apis"])), ("started", s["started_at"]), ("duration", f"{s['duration_s']} s"),
-        ("listed", s["listed"]), ("throughput", f"{s['images_per_s']} images/s"),
-        ("calls", f"{s['calls']} ({s['call_errors']} failed, {s['retries']} retries)"),
-        ("rate-limit wait", f"{s['rate_limit_wait_s']} s"),
-        ("latency p50 / p95", f"{_ms(s['latency_ms']['p50'])} / {_ms(s['latency_ms']['p95'])}"),
-        ("estimated cost", s["estimated_cost"])])
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>imgrec run {html.escape(s['run_id'])}</title>
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2rem; color: #111; max-width: 960px; }}
-table {{ border-collapse: collapse; margin-bottom: 1.5rem; }} th, td {{ text-align: left; padding: 2px 12px 2px 0; }}
-svg text {{ font: 12px system-ui, sans-serif; fill: #222; }} .empty {{ color: #777; }}
-section {{ margin-bottom: 1.5rem; }}
-</style></head><body>
-<h1>imgrec run report</h1>
-<table>{facts}</table>
-{''.join(charts)}
-</body></html>
-"""
+    return _templates().get_template("report.html.j2").render(s=s, charts=charts)
 
 
 def write_report(job: Job, summary: dict[str, Any]) -> dict[str, Path]:

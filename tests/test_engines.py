@@ -127,10 +127,9 @@ def test_engines_refuse_damaged_input(registry):
 
 
 def test_bgm_recognises_a_noisy_quiet_clip_from_the_middle(music_library, tmp_path):
-    from imgrec.engines.bgm_recognition import BgmRecognitionEngine
     from tests.helpers import song, write_media
 
-    engine = BgmRecognitionEngine(music_library)
+    engine = EngineRegistry(Settings(bgm={"library": music_library})).get("bgm_recognition")
     spec = schemas.spec("bgm_recognition")
     request = spec.parse({"url": "https://example.com/clip.mp4"})
     rng = np.random.default_rng(5)
@@ -140,7 +139,8 @@ def test_bgm_recognises_a_noisy_quiet_clip_from_the_middle(music_library, tmp_pa
     assert engine.run((tmp_path / "clip.mp4").read_bytes(), request).result.audio_name == "Paper Kites"
     write_media(song(77, 8.0), 22050, tmp_path / "unknown.mp4")
     assert engine.run((tmp_path / "unknown.mp4").read_bytes(), request).result.audio_name == ""
-    assert BgmRecognitionEngine(None).run((tmp_path / "clip.mp4").read_bytes(), request).result.audio_name == ""
+    no_library = EngineRegistry(Settings()).get("bgm_recognition")
+    assert no_library.run((tmp_path / "clip.mp4").read_bytes(), request).result.audio_name == ""
     write_media(noisy, 22050, tmp_path / "clip.mkv", fmt="matroska")
     from imgrec.schemas.errors import ApiError
     with pytest.raises(ApiError) as info:
@@ -225,19 +225,25 @@ def test_analysis_is_shared_by_concurrent_requests_and_failures_are_not_kept():
     from concurrent.futures import ThreadPoolExecutor
 
     from imgrec.engines.analysis import Analyser
+    from imgrec.schemas.common import inspect_image
     from imgrec.schemas.errors import ApiError
 
-    analyser, spec = Analyser(), schemas.spec("image_tagging").image
+    spec = schemas.spec("image_tagging").image
+    analyser = Analyser()
+
+    def analyse(target, data):
+        return target.analyse(data, inspect_image(data, spec))
+
     data = encode(photo("chelsea"))
     with ThreadPoolExecutor(6) as pool:
-        results = list(pool.map(lambda _: analyser.analyse(data, spec), range(6)))
+        results = list(pool.map(lambda _: analyse(analyser, data), range(6)))
     assert analyser.passes == 1 and all(r is results[0] for r in results)
     truncated = encode(photo("coffee"))[:3000]  # the header is whole, the pixels are not
     for _ in range(2):
         with pytest.raises(ApiError):
-            analyser.analyse(truncated, spec)
+            analyse(analyser, truncated)
     assert analyser.passes == 1 and len(analyser._entries) == 1  # only chelsea's; the failure is not cached
     small = Analyser(capacity=2)
     for name in ("astronaut", "chelsea", "coffee", "astronaut"):
-        small.analyse(encode(photo(name)), spec)
+        analyse(small, encode(photo(name)))
     assert small.passes == 4  # astronaut was evicted by the time it came back

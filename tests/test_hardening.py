@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgrec.tasks.job import RunParameters
 from imgrec.flows.catalog import catalog_tagging
 from tests.helpers import AK, PROJECT, SK, ServiceProcess, encode, photo, read_table, write_config
 
@@ -73,7 +74,7 @@ async def test_pipeline_survives_twenty_percent_faults(prefect_api, faulty_servi
     out = tmp_path / "out"
     kwargs = dict(source=str(tmp_path / "src"), out=str(out), backend="http", endpoint=faulty_service.base_url,
                   apis=["celebrity_recognition"], concurrency=16, shard_size=100, config=str(config))
-    first = await catalog_tagging(**kwargs)
+    first = await catalog_tagging(RunParameters(**kwargs))
     images = read_table(out, "images")
     assert {r["key"] for r in images} == keys and len(images) == 500  # nothing lost
     failed = {r["key"] for r in images if r["status"] == "failed"}
@@ -83,7 +84,7 @@ async def test_pipeline_survives_twenty_percent_faults(prefect_api, faulty_servi
     assert first["retries"] > 50
     runs = [first]
     while runs[-1]["status"]["failed"] and len(runs) < 5:  # re-runs converge
-        runs.append(await catalog_tagging(**kwargs))
+        runs.append(await catalog_tagging(RunParameters(**kwargs)))
     assert runs[-1]["status"]["failed"] == 0
     assert sum(r["status"]["ok"] for r in runs) == 500
     _assert_no_duplicates(out)
@@ -277,7 +278,7 @@ async def test_url_fetch_connects_to_the_address_it_checked(monkeypatch):
     import asyncio
     import socket
 
-    from imgrec.service import urlfetch
+    from imgrec.connectors import urlfetch
 
     seen = []
 

@@ -93,7 +93,7 @@ async def test_workers_starting_together_create_the_global_limit_once(prefect_ap
 
     from prefect.client.orchestration import get_client
 
-    from imgrec.tasks.ratelimit import ensure_global_limit
+    from imgrec.connectors.ratelimit import ensure_global_limit
 
     for round_ in range(3):
         name = f"imgrec-race-{round_}"
@@ -140,8 +140,8 @@ def test_deployments_on_a_real_prefect_server(tmp_path, gallery):
         (source / "new" / "astronaut.jpg").write_bytes(encode(photo("astronaut")))
         (source / "old" / "coffee.jpg").write_bytes(encode(photo("coffee")))
         config = write_config(tmp_path, gallery)
-        params = {"source": str(source), "out": str(out), "prefix": "new/", "backend": "local",
-                  "apis": ["celebrity_recognition"], "config": str(config)}
+        params = {"run": {"source": str(source), "out": str(out), "prefix": "new/", "backend": "local",
+                          "apis": ["celebrity_recognition"], "config": str(config)}}
         _prefect(["deployment", "run", "catalog-backfill/catalog-backfill", "--params", json.dumps(params)], env)
         _prefect(["worker", "start", "--pool", "imgrec-process", "--run-once"], env, timeout=300)
         images = read_table(out, "images")

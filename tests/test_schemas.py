@@ -11,9 +11,15 @@ import pytest
 from PIL import Image
 
 from imgrec import schemas
-from imgrec.schemas.common import decode_base64, decode_image, inspect_image
+from imgrec.engines import imaging
+from imgrec.schemas.common import decode_base64, inspect_image
 from imgrec.schemas.errors import ApiError
 from tests.helpers import encode, photo
+
+
+def decode_image(data: bytes, spec, max_side: int | None = None) -> np.ndarray:
+    """What an engine does: the header checked once, then pixels decoded."""
+    return imaging.decode(data, inspect_image(data, spec), max_side)
 
 
 def code_of(fn, *args, **kwargs) -> str:

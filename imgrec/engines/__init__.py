@@ -1,63 +1,40 @@
-"""Engine registry: one slot per API. An API without an engine answers AIS.0007 (service not enabled)."""
+"""Engine registry: one engine class per API, keyed by the API's spec. An API whose engine is switched off
+(`[engines.<api>] enabled = false`) answers AIS.0007 (service not enabled).
+
+To add an API: its contract in `schemas/<api>.py`, its engine class here (`spec = <api>.SPEC`, built as
+`Engine(registry)`), and a normalizer named by the spec's first table (`imgrec/tasks/normalize.py`);
+`tests/test_structure.py` fails while any piece is missing.
+"""
 from __future__ import annotations
 
 import functools
 import logging
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from imgrec import schemas
 from imgrec.schemas.errors import ApiError
 
+from .base import Engine
+from .bgm_recognition import BgmRecognitionEngine
+from .celebrity_recognition import CelebrityRecognitionEngine
+from .dark_enhance import DarkEnhanceEngine
+from .defog import DefogEngine
+from .main_object_detection import MainObjectDetectionEngine
+from .recapture_detect import RecaptureDetectEngine
+from .super_resolution import SuperResolutionEngine
+from .tagging import ImageTaggingEngine, ImageTaggingV1Engine, MediaTaggingDetEngine, MediaTaggingEngine
+
+if TYPE_CHECKING:
+    from .analysis import Analyser
+
 log = logging.getLogger("imgrec.engines")
 
-
-def _celebrity(registry: "EngineRegistry") -> Any:
-    from .celebrity_recognition import CelebrityRecognitionEngine
-
-    celebrity = registry.settings.celebrity
-    return CelebrityRecognitionEngine(celebrity.gallery, celebrity.match_distance)
-
-
-def _simple(module: str, cls: str) -> Callable[["EngineRegistry"], Any]:
-    def factory(registry: "EngineRegistry") -> Any:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
-
-    return factory
-
-
-def _bgm(registry: "EngineRegistry") -> Any:
-    from .bgm_recognition import BgmRecognitionEngine
-
-    return BgmRecognitionEngine(registry.settings.bgm.library)
-
-
-def _analysing(module: str, cls: str) -> Callable[["EngineRegistry"], Any]:
-    """Engines built on analysis.py share the registry's Analyser (one pass per image, one copy of the
-    bring-your-own models)."""
-    def factory(registry: "EngineRegistry") -> Any:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(registry.analyser)
-
-    return factory
-
-
-# API name -> factory(registry). APIs missing here have no engine yet and answer AIS.0007.
-FACTORIES: dict[str, Callable[["EngineRegistry"], Any]] = {
-    "dark_enhance": _simple("dark_enhance", "DarkEnhanceEngine"),
-    "defog": _simple("defog", "DefogEngine"),
-    "celebrity_recognition": _celebrity,
-    "image_tagging": _analysing("image_tagging", "ImageTaggingEngine"),
-    "media_tagging": _analysing("media_tagging", "MediaTaggingEngine"),
-    "media_tagging_det": _analysing("media_tagging_det", "MediaTaggingDetEngine"),
-    "image_tagging_v1": _analysing("image_tagging_v1", "ImageTaggingV1Engine"),
-    "main_object_detection": _analysing("main_object_detection", "MainObjectDetectionEngine"),
-    "bgm_recognition": _bgm,
-    "super_resolution": _simple("super_resolution", "SuperResolutionEngine"),
-    "recapture_detect": _simple("recapture_detect", "RecaptureDetectEngine"),
+ENGINES: dict[str, type[Engine]] = {
+    cls.spec.name: cls
+    for cls in (ImageTaggingEngine, MediaTaggingEngine, MediaTaggingDetEngine, CelebrityRecognitionEngine,
+                RecaptureDetectEngine, MainObjectDetectionEngine, ImageTaggingV1Engine, DarkEnhanceEngine,
+                DefogEngine, SuperResolutionEngine, BgmRecognitionEngine)
 }
 
 
@@ -76,7 +53,7 @@ def _keep_large_allocations() -> None:
 
 
 class EngineRegistry:
-    """Builds engines lazily (model loading is slow) and once per process."""
+    """Builds engines lazily (model loading is slow) and once per registry; owns what they share."""
 
     def __init__(self, settings):
         _keep_large_allocations()
@@ -84,21 +61,22 @@ class EngineRegistry:
         self._engines: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    @functools.cached_property  # built under self._lock, by the first analysing engine's factory
-    def analyser(self) -> Any:
+    @functools.cached_property  # built under self._lock, by the first analysing engine
+    def analyser(self) -> "Analyser":
+        """One analysis pass per image for the five APIs that analyse, and one copy of the
+        bring-your-own models (analysis.py)."""
         from .analysis import Analyser
         from .plugins import load_plugins
 
-        return Analyser(tuple(load_plugins(self.settings.models)))
+        return Analyser(tuple(load_plugins(self.settings.models)), models_dir=self.settings.models_dir)
 
     def enabled(self, api: str) -> bool:
-        options = self.settings.engines.get(api, {})
-        return api in FACTORIES and options.get("enabled", True)
+        return api in ENGINES and self.settings.engine(api).enabled
 
     def enabled_apis(self) -> list[str]:
         return [name for name in schemas.SPECS if self.enabled(name)]
 
-    def get(self, api: str) -> Any:
+    def get(self, api: str) -> Engine:
         if not self.enabled(api):
             raise ApiError.of("AIS.0007", f"no engine for {api}")
         engine = self._engines.get(api)
@@ -106,10 +84,5 @@ class EngineRegistry:
             with self._lock:
                 engine = self._engines.get(api)
                 if engine is None:
-                    engine = FACTORIES[api](self)
-                    self._engines[api] = engine
+                    engine = self._engines[api] = ENGINES[api](self)
         return engine
-
-    def warm_up(self, apis: list[str] | None = None) -> None:
-        for api in apis or self.enabled_apis():
-            self.get(api)

@@ -1,7 +1,7 @@
 """What the tagging and main-object engines see in one image: detector objects, faces and pixel tags.
 
-Computed once per image by an `Analyser` shared by those engines, and formatted per endpoint by the thin
-engine modules.
+Computed once per image by an `Analyser` shared by those engines, and formatted per endpoint by
+tagging.py and main_object_detection.py.
 """
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from collections import OrderedDict, defaultdict
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from imgrec.schemas.common import ImageSpec, decode_image_scaled, inspect_image
+from pathlib import Path
+
+from imgrec.schemas.common import ImageInfo
 
 from .detector import Detection, detector
+from .imaging import decode_scaled
 from .faces import face_models
 from .scene import Candidate, code_tags, colour_tags, document_tags, face_tags, lighting_tags
 
@@ -24,8 +27,6 @@ WORK_SIDE = 1280  # decode at most this large: the detector works at 416 px, fac
 class Analysis:
     width: int  # of the original image (boxes are in its pixels)
     height: int
-    detections: list[Detection]
-    faces: list
     candidates: list[Candidate]  # objects first, then scene/concept tags
 
 
@@ -54,17 +55,18 @@ class Analyser:
     must not tell anyone that this exact image was just sent by someone else.
     """
 
-    def __init__(self, plugins: tuple = (), capacity: int = 256):
+    def __init__(self, plugins: tuple = (), capacity: int = 256, models_dir: Path | None = None):
         self.plugins = tuple(plugins)
+        self.models_dir = models_dir
         self.capacity = capacity  # an Analysis is a few KB: no pixels are kept
         self._entries: OrderedDict[tuple[str, bytes, bool], Future] = OrderedDict()
         self._lock = threading.Lock()
         self.passes = 0  # analyses computed (the rest were reused): for tests and benchmarks
 
-    def analyse(self, data: bytes, spec: ImageSpec, tenant: str = "", with_scene: bool = True) -> Analysis:
-        """`with_scene=False` skips the pixel tags (main-object detection reads only objects and faces);
-        such a caller may get a full analysis when one is at hand."""
-        inspect_image(data, spec)  # every API's own limits, whether or not the pass is reused
+    def analyse(self, data: bytes, info: ImageInfo, tenant: str = "", with_scene: bool = True) -> Analysis:
+        """`info`: the header, already checked against the calling API's limits. `with_scene=False` skips
+        the pixel tags (main-object detection reads only objects and faces); such a caller may get a full
+        analysis when one is at hand."""
         digest = hashlib.blake2b(data, digest_size=16).digest()
         keys = [(tenant, digest, True)] if with_scene else [(tenant, digest, True), (tenant, digest, False)]
         with self._lock:
@@ -81,7 +83,7 @@ class Analyser:
         if found is not None:
             return found.result()
         try:
-            result = analyse(data, spec, with_scene, self.plugins)
+            result = analyse(data, info, with_scene, self.plugins, self.models_dir)
         except BaseException as exc:
             with self._lock:
                 if self._entries.get(key) is mine:
@@ -93,8 +95,9 @@ class Analyser:
         return result
 
 
-def analyse(data: bytes, spec: ImageSpec, with_scene: bool = True, plugins: tuple = ()) -> Analysis:
-    rgb, scale = decode_image_scaled(data, spec, max_side=WORK_SIDE)
+def analyse(data: bytes, info: ImageInfo, with_scene: bool = True, plugins: tuple = (),
+            models_dir: Path | None = None) -> Analysis:
+    rgb, scale = decode_scaled(data, info, max_side=WORK_SIDE)
     if max(rgb.shape[:2]) > WORK_SIDE:
         import cv2
 
@@ -102,7 +105,7 @@ def analyse(data: bytes, spec: ImageSpec, with_scene: bool = True, plugins: tupl
         rgb = cv2.resize(rgb, (max(1, round(rgb.shape[1] * shrink)), max(1, round(rgb.shape[0] * shrink))),
                          interpolation=cv2.INTER_AREA)
         scale /= shrink
-    detections = detector().detect(rgb)
+    detections = detector(models_dir).detect(rgb)
     faces = face_models().detect(rgb, upsample=0, with_descriptors=False)
     candidates = object_candidates(detections, scale)
     faces = [type(f)(round(f.x * scale), round(f.y * scale), round(f.w * scale), round(f.h * scale), f.score)
@@ -114,8 +117,7 @@ def analyse(data: bytes, spec: ImageSpec, with_scene: bool = True, plugins: tupl
     if with_scene:
         candidates += lighting_tags(rgb) + colour_tags(rgb) + document_tags(rgb)
         candidates += [_rescale(c, scale) for c in code_tags(rgb)]
-    scaled = [Detection(d.class_id, d.score, d.x1 * scale, d.y1 * scale, d.x2 * scale, d.y2 * scale) for d in detections]
-    return Analysis(round(width), round(height), scaled, faces, candidates)
+    return Analysis(round(width), round(height), candidates)
 
 
 def _rescale(c: Candidate, scale: float) -> Candidate:
@@ -144,39 +146,3 @@ def iou(a, b) -> float:
     ih = max(0.0, min(ay2, by2) - max(a[1], b[1]))
     inter = iw * ih
     return inter / (a[2] * a[3] + b[2] * b[3] - inter + 1e-9)
-
-
-__all__ = ["Analyser", "Analysis", "analyse", "ranked", "label", "clamp_box", "iou", "tag_items"]
-
-
-def tag_items(analysis: Analysis, params: dict, tag_model, instance_model=None, box_model=None,
-              with_i18n_type: bool = True, objects_only: bool = False) -> list:
-    """Format candidates as an endpoint's tag items (threshold, limit and language as the request says)."""
-    from imgrec.schemas.common import fmt_confidence
-    from imgrec.schemas.shapes import I18n
-
-    from .labels import CATEGORIES
-
-    language = params.get("language", "zh")
-    pool = [c for c in analysis.candidates if c.boxes] if objects_only else analysis.candidates
-    items = []
-    for c in ranked(pool, params["threshold"], params["limit"]):
-        zh_type, en_type = CATEGORIES[c.category]
-        fields = {"confidence": fmt_confidence(c.confidence), "type": zh_type if language == "zh" else en_type,
-                  "tag": label(c, language), "i18n_tag": I18n(zh=c.zh, en=c.en)}
-        if with_i18n_type:
-            fields["i18n_type"] = I18n(zh=zh_type, en=en_type)
-        if instance_model is not None:
-            instances = []
-            for x, y, w, h, conf in c.boxes:
-                if conf < params["threshold"]:
-                    continue
-                x, y, w, h = clamp_box(x, y, w, h, analysis.width, analysis.height)
-                if box_model.model_fields["width"].annotation is int:
-                    box = box_model(width=round(w), height=round(h), top_left_x=round(x), top_left_y=round(y))
-                else:
-                    box = box_model(width=round(w, 2), height=round(h, 2), top_left_x=round(x, 2), top_left_y=round(y, 2))
-                instances.append(instance_model(bounding_box=box, confidence=fmt_confidence(conf)))
-            fields["instances"] = instances
-        items.append(tag_model(**fields))
-    return items

@@ -1,12 +1,18 @@
-"""What an engine is: one per API, `run(data, request)` on raw input bytes, returning the endpoint's result."""
+"""What an engine is: one class per API, built from the registry, `run(data, request)` on raw input bytes,
+returning the endpoint's response model (or an `ImageOutput`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
-from imgrec.schemas.common import ParsedRequest, decode_image, encode_image, inspect_image
+from imgrec.schemas.common import ApiSpec, ImageInfo, ParsedRequest, inspect_image
+
+from . import imaging
+
+if TYPE_CHECKING:
+    from . import EngineRegistry
 
 
 @dataclass
@@ -21,15 +27,28 @@ class ImageOutput:
         return {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "WEBP": "image/webp"}[self.format]
 
 
-def transform_image(data: bytes, spec, fn: Callable[[np.ndarray], np.ndarray]) -> ImageOutput:
-    """The image-out endpoints: check, decode, transform, and answer in the input's own format."""
-    info = inspect_image(data, spec.image)
-    out = fn(decode_image(data, spec.image))
-    return ImageOutput(encode_image(out, info.format), info.format)
-
-
 class Engine(Protocol):
-    api: str
+    spec: ClassVar[ApiSpec]
+
+    def __init__(self, registry: "EngineRegistry") -> None:
+        """Take what the engine needs (settings, the shared analyser, model folders) from the registry."""
 
     def run(self, data: bytes, request: ParsedRequest) -> Any:
-        """Return the endpoint's `Response` model (or an `ImageOutput`). Raise ApiError for bad input."""
+        """Return the endpoint's response model (or an `ImageOutput`). Raise ApiError for bad input."""
+
+
+def image_info(data: bytes, request: ParsedRequest, spec: ApiSpec) -> ImageInfo:
+    """The image's header checked against the endpoint's limits, parsed once per call path: the recognizer
+    (or the pipeline before it) has normally done it; an engine called directly does it here."""
+    if request.image_info is None:
+        request.image_info = inspect_image(data, spec.image)
+    return request.image_info
+
+
+def transform_image(data: bytes, request: ParsedRequest, spec: ApiSpec,
+                    fn: Callable[[np.ndarray], np.ndarray]) -> ImageOutput:
+    """The image-out endpoints: decode, transform, and answer in the input's own format."""
+    info = image_info(data, request, spec)
+    out = fn(imaging.decode(data, info))
+    fmt = info.format if info.format in ("JPEG", "PNG", "BMP", "WEBP") else "JPEG"
+    return ImageOutput(imaging.encode(out, fmt), fmt)

@@ -40,10 +40,10 @@ def load_library(folder: Path | None) -> FingerprintIndex:
 
 
 class BgmRecognitionEngine:
-    api = schema.SPEC.name
+    spec = schema.SPEC
 
-    def __init__(self, library: Path | None = None):
-        self.index = load_library(library)
+    def __init__(self, registry):
+        self.index = load_library(registry.settings.bgm.library)
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         samples = decode_audio(data, require_mp4=True)

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from imgrec.schemas import celebrity_recognition as schema
-from imgrec.schemas.common import ImageSpec, ParsedRequest, decode_image, decode_image_scaled
+from imgrec.schemas.common import ANY_IMAGE, ParsedRequest, inspect_image
 from imgrec.schemas.errors import ApiError
 
+from .base import image_info
+from .imaging import decode, decode_scaled
 from .faces import face_models
 
 log = logging.getLogger("imgrec.engines.celebrity")
@@ -55,7 +57,8 @@ class Gallery:
                 if photo.suffix.lower() not in PHOTO_SUFFIXES or photo.is_symlink() or not photo.is_file():
                     continue
                 try:
-                    rgb = decode_image(photo.read_bytes(), ImageSpec(max_encoded_bytes=1 << 40), max_side=WORK_SIDE)
+                    data = photo.read_bytes()
+                    rgb = decode(data, inspect_image(data, ANY_IMAGE), max_side=WORK_SIDE)
                 except ApiError as err:
                     log.warning("gallery photo %s skipped: %s", photo.name, err.code)
                     continue
@@ -83,18 +86,20 @@ def _downscale(rgb: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 class CelebrityRecognitionEngine:
-    api = schema.SPEC.name
+    spec = schema.SPEC
 
-    def __init__(self, gallery: Path | None = None, match_distance: float = 0.6):
-        self.match_distance = match_distance
-        self.gallery = Gallery.load(gallery)
+    def __init__(self, registry):
+        settings = registry.settings.celebrity
+        self.match_distance = settings.match_distance
+        self.gallery = Gallery.load(settings.gallery)
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         threshold = request.params["threshold"]
+        info = image_info(data, request, self.spec)
         if not self.gallery.labels:
-            decode_image(data, schema.SPEC.image, max_side=WORK_SIDE)  # still refuse damaged input
+            decode(data, info, max_side=WORK_SIDE)  # still refuse damaged input
             return schema.Response(result=[])
-        rgb, decode_scale = decode_image_scaled(data, schema.SPEC.image, max_side=WORK_SIDE)
+        rgb, decode_scale = decode_scaled(data, info, max_side=WORK_SIDE)
         work, work_scale = _downscale(rgb)
         scale = decode_scale / work_scale  # work pixels -> original pixels
         results = []

@@ -27,7 +27,10 @@ def enhance(rgb: np.ndarray, brightness: float) -> np.ndarray:
 
 
 class DarkEnhanceEngine:
-    api = schema.SPEC.name
+    spec = schema.SPEC
+
+    def __init__(self, registry):
+        pass  # no model: the method is Retinex illumination estimation
 
     def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
-        return transform_image(data, schema.SPEC, lambda rgb: enhance(rgb, request.params["brightness"]))
+        return transform_image(data, request, self.spec, lambda rgb: enhance(rgb, request.params["brightness"]))

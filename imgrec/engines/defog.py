@@ -43,7 +43,11 @@ def defog(rgb: np.ndarray, gamma: float, natural_look: bool) -> np.ndarray:
 
 
 class DefogEngine:
-    api = schema.SPEC.name
+    spec = schema.SPEC
+
+    def __init__(self, registry):
+        pass  # no model: the method is the dark channel prior
 
     def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
-        return transform_image(data, schema.SPEC, lambda rgb: defog(rgb, request.params["gamma"], request.params["natural_look"]))
+        p = request.params
+        return transform_image(data, request, self.spec, lambda rgb: defog(rgb, p["gamma"], p["natural_look"]))

@@ -9,7 +9,6 @@ default, so the service's worker threads scale across cores.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,10 +52,6 @@ class Detection:
         return self.y2 - self.y1
 
 
-def models_dir() -> Path:
-    from ..models.fetch import default_models_dir
-
-    return Path(os.environ.get("IMGREC_MODELS_DIR") or default_models_dir())
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5) -> list[int]:
@@ -155,9 +150,14 @@ def _load(path: str) -> NanoDet:
     return NanoDet(Path(path))
 
 
-def detector() -> NanoDet:
-    """The shared detector, or AIS.0007 when the model was not set up (scripts/setup.sh converts it)."""
-    path = models_dir() / "nanodet.onnx"
+def detector(models_dir: Path | None = None) -> NanoDet:
+    """The detector converted into `models_dir` (Settings' models_dir), shared per process, or AIS.0007 when
+    the model was not set up (scripts/setup.sh converts it)."""
+    if models_dir is None:
+        from ..models.fetch import default_models_dir
+
+        models_dir = default_models_dir()
+    path = Path(models_dir) / "nanodet.onnx"
     if not path.exists():
         log.error("detector model %s is missing: run scripts/setup.sh (python -m imgrec.models.fetch)", path)
         raise ApiError.of("AIS.0007", "detector model not set up")

@@ -12,10 +12,12 @@ import math
 import numpy as np
 
 from imgrec.schemas import main_object_detection as schema
-from imgrec.schemas.common import ParsedRequest, decode_image, fmt_confidence
+from imgrec.schemas.common import ParsedRequest, fmt_confidence
 from imgrec.schemas.shapes import BoxFloat
 
-from .analysis import Analyser, clamp_box, iou
+from .analysis import clamp_box, iou
+from .base import image_info
+from .imaging import decode
 
 SALIENCY_SIDE = 256
 
@@ -48,14 +50,15 @@ def saliency_box(rgb: np.ndarray) -> tuple[tuple[float, float, float, float], fl
 
 
 class MainObjectDetectionEngine:
-    api = schema.SPEC.name
+    spec = schema.SPEC
 
-    def __init__(self, analyser: Analyser | None = None):
-        self.analyser = analyser or Analyser()
+    def __init__(self, registry):
+        self.analyser = registry.analyser
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         threshold = request.params["threshold"]
-        a = self.analyser.analyse(data, schema.SPEC.image, request.tenant, with_scene=False)
+        info = image_info(data, request, self.spec)
+        a = self.analyser.analyse(data, info, request.tenant, with_scene=False)
         # Subjects: every located object (detector, plug-in detector) and face, with its own confidence.
         boxes = [((x, y, w, h), conf) for c in a.candidates if c.kind == "object" for x, y, w, h, conf in c.boxes]
         candidates = [(b, c) for b, c in boxes if c >= threshold]
@@ -71,7 +74,7 @@ class MainObjectDetectionEngine:
         if candidates:
             main = max(candidates, key=weight)
         else:
-            found = saliency_box(decode_image(data, schema.SPEC.image, max_side=1024))
+            found = saliency_box(decode(data, info, max_side=1024))
             main = found if found and found[1] >= threshold else None
         if main is not None:
             items.append(self._item("main_object_box", main, a.width, a.height))

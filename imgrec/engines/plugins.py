@@ -13,14 +13,14 @@
     labels = "my-det-labels.csv"     #   (cx, cy, w, h, objectness, classes) or (1, 4 + C, N) YOLOv8
     input_size = 640
 
-Their tags and boxes join the built-in ones in every tagging and main-object answer.
+Their tags and boxes join the built-in ones in every tagging and main-object answer. The sections are
+typed in `imgrec/settings.py` (`ClassifierModel`, `DetectorModel`): a misspelt key fails at load.
 """
 from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -125,17 +125,13 @@ class OnnxYoloDetector:
         return list(grouped.values())
 
 
-def load_plugins(models: dict[str, Any], base: Path | None = None) -> list:
-    """Build the configured plug-in models (paths relative to `base`)."""
-    def resolve(value: str) -> Path:
-        path = Path(value)
-        return path if path.is_absolute() or base is None else base / path
-
+def load_plugins(models) -> list:
+    """Build the configured plug-in models (`Settings.models`; paths already resolved by Settings)."""
     plugins: list = []
-    if "classifier" in models:
-        c = dict(models["classifier"])
-        plugins.append(OnnxClassifier(resolve(c.pop("path")), resolve(c.pop("labels")), **c))
-    if "detector" in models:
-        d = dict(models["detector"])
-        plugins.append(OnnxYoloDetector(resolve(d.pop("path")), resolve(d.pop("labels")), **d))
+    if models.classifier is not None:
+        c = models.classifier
+        plugins.append(OnnxClassifier(c.path, c.labels, c.input_size, c.mean, c.std, c.kind, c.top_k))
+    if models.detector is not None:
+        d = models.detector
+        plugins.append(OnnxYoloDetector(d.path, d.labels, d.input_size, d.min_score))
     return plugins

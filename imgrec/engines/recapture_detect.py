@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from imgrec.schemas import recapture_detect as schema
-from imgrec.schemas.common import ParsedRequest, decode_image
+from imgrec.schemas.common import ParsedRequest
 from imgrec.schemas.errors import ApiError
 
+from .base import image_info
+from .imaging import decode
 from .recapture_features import Classifier, features
 
 WEIGHTS = Path(__file__).parent / "weights" / "recapture_mlp.npz"
@@ -28,18 +30,18 @@ def verdict(p: float, threshold: float) -> tuple[str, str, float]:
 
 
 class RecaptureDetectEngine:
-    api = schema.SPEC.name
+    spec = schema.SPEC
 
-    def __init__(self, weights: Path = WEIGHTS):
-        if not weights.exists():
-            raise ApiError.of("AIS.0007", f"{weights.name} is missing")
-        self.classifier = Classifier.load(weights)
+    def __init__(self, registry):
+        if not WEIGHTS.exists():
+            raise ApiError.of("AIS.0007", f"{WEIGHTS.name} is missing")
+        self.classifier = Classifier.load(WEIGHTS)
 
     def probability(self, rgb) -> float:
         return float(self.classifier.probability(features(rgb))[0])
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
-        p = self.probability(decode_image(data, schema.SPEC.image, max_side=1536))
+        p = self.probability(decode(data, image_info(data, request, self.spec), max_side=1536))
         suggestion, category, score = verdict(p, request.params["threshold"])
         return schema.Response(result=schema.Result(
             suggestion=suggestion, category=category, score=f"{score:.4f}",

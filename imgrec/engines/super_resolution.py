@@ -91,7 +91,11 @@ def super_resolve(rgb: np.ndarray, model: str, scale: int) -> np.ndarray:
 
 
 class SuperResolutionEngine:
-    api = schema.SPEC.name
+    spec = schema.SPEC
+
+    def __init__(self, registry):
+        pass  # the four networks load on first use (session())
 
     def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
-        return transform_image(data, schema.SPEC, lambda rgb: super_resolve(rgb, request.params["model"], request.params["scale"]))
+        p = request.params
+        return transform_image(data, request, self.spec, lambda rgb: super_resolve(rgb, p["model"], p["scale"]))

@@ -26,7 +26,14 @@ MODELS = {"nanodet": "package/models/nanodet"}
 
 
 def default_models_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / ".cache" / "models"
+    """`.cache/models` in a source checkout (what scripts/setup.sh fills); the user's cache folder for an
+    installed wheel, whose package folder may not be writable. `IMGREC_MODELS_DIR` (Settings) overrides."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / ".cache" / "models"
+    import os
+
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imgrec" / "models"
 
 
 def _sha256(path: Path) -> str:
@@ -65,9 +72,13 @@ def fetch(models_dir: Path, force: bool = False) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models-dir", type=Path, default=default_models_dir())
+    parser.add_argument("--models-dir", type=Path, default=None, help="default: Settings' models_dir")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
+    if args.models_dir is None:
+        from ..settings import Settings
+
+        args.models_dir = Settings.load().models_dir
     for path in fetch(args.models_dir, args.force):
         print(f"model ready: {path}")
     return 0

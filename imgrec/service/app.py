@@ -10,7 +10,6 @@ import base64
 import contextlib
 import json
 import logging
-import os
 import random
 import time
 import uuid
@@ -31,7 +30,7 @@ from ..recognizer import Recognizer
 from ..settings import Settings
 from . import observability, simulate
 from .auth import Authenticator
-from .urlfetch import read_capped
+from imgrec.connectors.urlfetch import read_capped
 
 log = logging.getLogger("imgrec.service")
 MAX_JSON_DEPTH = 32
@@ -236,7 +235,7 @@ class ImageRecognitionService:
         parsed.tenant = identity.project_id if identity is not None else ""
         if self.simulating:
             await simulate.simulated_latency(self.settings.simulate, self._rng)
-            return JSONResponse({"result": simulate.simulated_result(spec.name)})
+            return JSONResponse(spec.empty.to_wire())
         result = await self.recognizer.execute(parsed)
         if isinstance(result, ImageOutput):
             if file_upload:  # "on success the image file's bytes are returned"
@@ -270,9 +269,9 @@ async def method_not_allowed(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
-    if "IMGREC_LOG_FORMAT" in os.environ:  # a worker process spawned by `imgrec serve`
-        observability.configure_logging(os.environ.get("IMGREC_LOG_LEVEL", "info"), os.environ["IMGREC_LOG_FORMAT"])
-    settings = settings or Settings.load()
+    if settings is None:  # uvicorn's factory call in a process started by `imgrec serve`
+        settings = Settings.load()
+        observability.configure_logging(settings.log.level, settings.log.format)
     service = ImageRecognitionService(settings)
     @contextlib.asynccontextmanager
     async def lifespan(app):

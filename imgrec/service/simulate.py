@@ -3,7 +3,7 @@
 - `[service] rate_limit_per_second`: a gateway-style limit; requests over it get 429 APIG.0308 (a real
   feature: protects a self-hosted service's engines).
 - `[simulate]`: no model work. Each request waits the configured latency and answers the endpoint's
-  valid empty result ({"result": {"tags": []}}, {"result": []}, ...). For measuring pipelines and clients
+  valid empty result (`ApiSpec.empty`: {"result": {"tags": []}}, {"result": []}, ...). For measuring pipelines and clients
   against a known service time, never for real answers: the service logs a warning when it is on.
 - `[faults]`: chosen shares of requests answer 429 APIG.0308, 500 AIP.0500, hang past the client's timeout,
   drop the connection, or return truncated JSON.
@@ -15,26 +15,7 @@ import random
 import threading
 import time
 
-from imgrec import schemas
 from ..settings import FaultSettings, SimulateSettings
-
-
-EMPTY_RESULTS = {
-    "image_tagging": {"tags": []}, "media_tagging": {"tags": []}, "media_tagging_det": {"tags": []},
-    "image_tagging_v1": {"tags": []}, "celebrity_recognition": [], "main_object_detection": [],
-    "recapture_detect": {"suggestion": "true", "category": "", "score": "0.5000", "detail": []},
-    "bgm_recognition": {"audio_name": ""},
-}
-
-
-def simulated_result(api: str):
-    """The endpoint's empty answer; image-out endpoints echo nothing useful, so they get an empty string."""
-    if api in EMPTY_RESULTS:
-        return EMPTY_RESULTS[api]
-    return ""
-
-
-assert set(EMPTY_RESULTS) | {n for n, s in schemas.SPECS.items() if s.image_out} == set(schemas.SPECS)
 
 
 class GatewayLimiter:
@@ -46,7 +27,6 @@ class GatewayLimiter:
         self.tokens = self.capacity
         self.updated = time.monotonic()
         self._lock = threading.Lock()
-        self.throttled = 0
 
     def allow(self) -> bool:
         with self._lock:
@@ -56,7 +36,6 @@ class GatewayLimiter:
             if self.tokens >= 1.0:
                 self.tokens -= 1.0
                 return True
-            self.throttled += 1
             return False
 
 
@@ -64,7 +43,6 @@ class FaultInjector:
     def __init__(self, settings: FaultSettings):
         self.settings = settings
         self.random = random.Random(settings.seed)
-        self.counts: dict[str, int] = {}
 
     def pick(self) -> str | None:
         s = self.settings
@@ -72,7 +50,6 @@ class FaultInjector:
         for kind, rate in (("429", s.rate_429), ("500", s.rate_500), ("slow", s.rate_slow),
                            ("reset", s.rate_reset), ("bad_json", s.rate_bad_json)):
             if roll < rate:
-                self.counts[kind] = self.counts.get(kind, 0) + 1
                 return kind
             roll -= rate
         return None

@@ -1,7 +1,9 @@
-"""A process-wide token bucket (GCRA virtual scheduling): precise, thread-safe, usable from any event loop.
+"""Rate limiters, implementations of `backend.Limiter`: a process-wide token bucket, and one rate across
+many workers through a Prefect global concurrency limit.
 
-Every request reserves the next free slot `1/rate` after the previous one and sleeps until it comes, so
-the rate is never exceeded even when shards run on several threads.
+The token bucket (GCRA virtual scheduling) is precise, thread-safe and usable from any event loop: every
+request reserves the next free slot `1/rate` after the previous one and sleeps until it comes, so the rate
+is never exceeded even when shards run on several threads.
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ class TokenBucket:
         self.burst = max(1, burst)
         self._next = time.monotonic()
         self._lock = threading.Lock()
-        self.waited_s = 0.0
 
     def reserve(self) -> float:
         """Reserve a slot; return how long to wait for it."""
@@ -31,7 +32,6 @@ class TokenBucket:
             self._next = max(self._next, now - (self.burst - 1) * self.interval)
             wait = max(0.0, self._next - now)
             self._next += self.interval
-            self.waited_s += wait
             return wait
 
     async def acquire(self) -> float:
@@ -66,7 +66,6 @@ class GlobalRateLimiter:
         self.block = block or max(1, min(10, int(rate_per_second)))
         self._allowance = 0
         self._lock: asyncio.Lock | None = None
-        self.waited_s = 0.0
 
     async def acquire(self) -> float:
         from prefect.concurrency.asyncio import rate_limit
@@ -81,7 +80,6 @@ class GlobalRateLimiter:
             self._allowance -= 1
         waited = time.monotonic() - started
         waited += await self.bucket.acquire() if self.bucket else 0.0
-        self.waited_s += waited
         return waited
 
 
@@ -103,3 +101,10 @@ async def ensure_global_limit(name: str, rate_per_second: float) -> None:
                 # between. The second attempt finds it and updates it.
                 if attempt == 2:
                     raise
+
+
+def limiter_for(rate_per_second: float, global_limit: str | None = None):
+    """The limiter a run asks for: none, this process's bucket, or a rate shared by every worker."""
+    if global_limit and rate_per_second > 0:
+        return GlobalRateLimiter(global_limit, rate_per_second)
+    return shared_bucket(rate_per_second)

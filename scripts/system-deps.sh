@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# What the test suite needs from the system, beyond .venv/: Debian's chromium (the report test renders the
+# HTML page headless). Installed with apt-get when missing (as root, or through sudo without a password).
+set -euo pipefail
+if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then
+  exit 0
+fi
+if [ "$(id -u)" -eq 0 ]; then
+  apt=(apt-get)
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  apt=(sudo apt-get)
+else
+  echo "chromium is missing and cannot be installed here: run 'apt-get install chromium' as root" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${apt[@]}" update -qq
+"${apt[@]}" install -y -qq --no-install-recommends chromium >/dev/null

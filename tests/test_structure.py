@@ -1,0 +1,97 @@
+"""The structure a newcomer relies on: every API has all its pieces, layers import one way, one namespace."""
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from imgrec import schemas
+from imgrec.engines import ENGINES
+from imgrec.schemas.tables import TABLES
+from imgrec.tasks.normalize import NORMALIZERS, Context
+
+ROOT = Path(__file__).resolve().parents[1]
+# Folder -> its package in the one installed namespace (pyproject's package-dir).
+FOLDERS = {"schemas": "imgrec.schemas", "connectors": "imgrec.connectors", "tasks": "imgrec.tasks",
+           "flows": "imgrec.flows", "imgrec": "imgrec"}
+
+
+@pytest.mark.parametrize("api", list(schemas.SPECS))
+def test_every_api_has_every_piece(api):
+    spec = schemas.SPECS[api]
+    assert ENGINES[api].spec is spec  # an engine, built from the registry
+    assert isinstance(spec.empty, spec.response)  # the simulation answer is a valid response
+    assert spec.response.model_validate(spec.empty.to_wire()) == spec.empty
+    assert set(spec.tables) <= set(TABLES)
+    if spec.input == "url_only":
+        assert spec.tables == () and api not in schemas.CATALOG_APIS  # not a catalog API
+        return
+    assert spec.tables and spec.tables[0] in NORMALIZERS
+    rows = NORMALIZERS[spec.tables[0]](spec.empty, Context("r", "s", "k", api, 10, 10, write_output=None)) \
+        if not spec.image_out else {"enhanced": []}
+    assert set(rows) <= set(TABLES) and set(spec.tables) <= set(rows) | {"enhanced"}
+
+
+def _imports(path: Path, package: str) -> set[str]:
+    """Absolute names of the modules a file imports (relative imports resolved against its package)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                names.add(".".join(base + ([node.module] if node.module else [])))
+            elif node.module:
+                names.add(node.module)
+    return names
+
+
+def _modules(folder: str):
+    root = ROOT / folder
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).with_suffix("")
+        parts = [p for p in rel.parts if p != "__init__"]
+        package_parts = rel.parts[:-1] if rel.name != "__init__" else rel.parts[:-1]
+        module = ".".join([FOLDERS[folder], *parts])
+        package = ".".join([FOLDERS[folder], *package_parts])
+        yield path, module, package
+
+
+# What each layer may import from the project: contract <- connectors <- engines / service; the pipeline
+# (tasks) sees the contract and the connectors' interfaces, never an engine or the service.
+ALLOWED = {
+    "imgrec.schemas": ("imgrec.schemas",),
+    "imgrec.connectors": ("imgrec.schemas", "imgrec.connectors"),
+    "imgrec.tasks": ("imgrec.schemas", "imgrec.connectors", "imgrec.tasks"),
+    "imgrec.engines": ("imgrec.schemas", "imgrec.engines", "imgrec.models"),
+}
+
+
+@pytest.mark.parametrize("folder", list(FOLDERS))
+def test_layers_import_one_way_and_nothing_generic(folder):
+    for path, module, package in _modules(folder):
+        project = {n for n in _imports(path, package) if n.split(".")[0] in ("imgrec", *FOLDERS)}
+        generic = {n for n in project if n.split(".")[0] in ("schemas", "connectors", "tasks", "flows")}
+        assert not generic, f"{path}: import through the imgrec namespace, not {generic}"
+        layer = next((prefix for prefix in ALLOWED if module == prefix or module.startswith(prefix + ".")), None)
+        if layer is None:
+            continue
+        wrong = {n for n in project if n != "imgrec" and not n.startswith(ALLOWED[layer])}
+        assert not wrong, f"{module} imports {wrong}: against the layering"
+
+
+def test_every_package_is_installed():
+    """A new sub-folder with an __init__.py must be listed in pyproject, or a wheel would leave it out."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    found = set()
+    for folder, package in FOLDERS.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join([package, *rel]))
+    assert found <= listed  # (listed beyond these: data-only folders such as engines/weights)
+    assert {k: v for k, v in config["package-dir"].items()} == {v: k for k, v in FOLDERS.items()}

@@ -1,0 +1,245 @@
+"""Fast tests of pure code: settings loading, run parameters, request resolution, normalizers, the shard
+commit and its recovery, the token bucket, the failed/invalid rule. No servers, no models."""
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+
+from imgrec import schemas
+from imgrec.connectors.ratelimit import TokenBucket
+from imgrec.schemas import celebrity_recognition, image_tagging, main_object_detection, recapture_detect
+from imgrec.schemas.errors import ApiError
+from imgrec.settings import Settings
+from imgrec.tasks import writing
+from imgrec.tasks.job import Job, RunParameters
+from imgrec.tasks.normalize import Context, normalize
+from imgrec.tasks.recognize import refuses_input
+from tests.helpers import encode, photo
+
+
+# ------------------------------------------------------------------------------------------------ settings
+def test_unknown_config_keys_fail_with_their_name(tmp_path):
+    config = tmp_path / "imgrec.toml"
+    for text, name in [("[auth]\nenabld = false\n", "enabld"), ("[pipelin]\nconcurrency = 3\n", "pipelin"),
+                       ("[pipeline]\nconcurency = 3\n", "concurency"),
+                       ("[engines.celebrity_recogniton]\nenabled = false\n", "celebrity_recogniton"),
+                       ('[models.classifier]\npath = "a.onnx"\nlabels = "a.csv"\ninput_sise = 3\n', "input_sise")]:
+        config.write_text(text)
+        with pytest.raises(ValidationError, match=name):
+            Settings.load(config)
+
+
+def test_paths_in_a_config_file_are_relative_to_it_and_env_wins(tmp_path, monkeypatch):
+    (tmp_path / "conf").mkdir()
+    config = tmp_path / "conf" / "imgrec.toml"
+    config.write_text('models_dir = "models"\n[celebrity]\ngallery = "people"\n[pipeline]\nconcurrency = 3\n'
+                      '[engines.defog]\nenabled = false\n')
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.load(config)
+    assert settings.celebrity.gallery == tmp_path / "conf" / "people"
+    assert settings.models_dir == tmp_path / "conf" / "models"
+    assert settings.pipeline.concurrency == 3 and not settings.engine("defog").enabled
+    assert settings.engine("dark_enhance").enabled
+    monkeypatch.setenv("IMGREC_PIPELINE__CONCURRENCY", "5")
+    monkeypatch.setenv("IMGREC_MODELS_DIR", str(tmp_path / "elsewhere"))
+    settings = Settings.load(config)
+    assert settings.pipeline.concurrency == 5 and settings.models_dir == tmp_path / "elsewhere"
+    monkeypatch.setenv("IMGREC_CONFIG", str(config))  # the file may come from the environment too
+    assert Settings.load().config_file == config
+
+
+def test_secrets_never_print(monkeypatch):
+    monkeypatch.setenv("HUAWEICLOUD_SDK_SK", "very-secret-key")
+    settings = Settings.load()
+    assert "very-secret-key" not in repr(settings) and "very-secret-key" not in str(settings.model_dump())
+    assert settings.client.secret_key.get_secret_value() == "very-secret-key"
+
+
+# -------------------------------------------------------------------------------------- run parameters
+def test_run_parameters_fall_back_to_the_settings_file():
+    defaults = RunParameters(concurrency=3, shard_size=50, params={"image_tagging": {"threshold": 30}})
+    run = RunParameters(source="cat", concurrency=5, params={"recapture_detect": {"threshold": 0.9}})
+    merged = run.over(defaults)
+    assert (merged.source, merged.concurrency, merged.shard_size) == ("cat", 5, 50)
+    assert merged.params == {"image_tagging": {"threshold": 30}, "recapture_detect": {"threshold": 0.9}}
+    assert RunParameters().over(defaults).concurrency == 3
+
+
+def test_run_parameters_check_apis_and_request_parameters():
+    assert RunParameters(apis=["main_object_detection", "image_tagging", "image_tagging"]).apis == [
+        "image_tagging", "main_object_detection"]  # each once, in the reference's order
+    with pytest.raises(ValidationError, match="'tagging' is not an API; catalog APIs: image_tagging, "):
+        RunParameters(apis=["tagging"])
+    with pytest.raises(ValidationError, match="takes a video URL"):
+        RunParameters(apis=["bgm_recognition"])
+    with pytest.raises(ValidationError, match=r"image_tagging: AIS.0501.*its parameters: language, threshold"):
+        RunParameters(params={"image_tagging": {"threshold": 300}})
+    with pytest.raises(ValidationError, match="AIS.0012"):
+        RunParameters(params={"image_tagging": {"treshold": 30}})
+    with pytest.raises(ValidationError, match="mode"):
+        RunParameters(mode="urls")
+    with pytest.raises(ValidationError, match="concurrency"):
+        RunParameters(concurrency=0)
+    naive = RunParameters(modified_since=datetime(2026, 1, 1))
+    assert naive.modified_since.tzinfo is timezone.utc
+
+
+def test_job_takes_the_backends_apis_when_none_are_named(tmp_path):
+    run = RunParameters(source=str(tmp_path), out=str(tmp_path / "out"))
+    job = Job.create("f", "r1", run, ["image_tagging", "defog", "recapture_detect"], None)
+    assert job.apis == ["image_tagging", "recapture_detect"]  # image-out APIs only when asked for
+    assert job.out == str((tmp_path / "out").resolve())
+    assert job.resolved_params("image_tagging") == {"language": "zh", "threshold": 60.0, "limit": 150}
+    assert json.loads(json.dumps(job.public_parameters()))["apis"] == job.apis
+    with pytest.raises(ValueError, match="no source"):
+        Job.create("f", "r1", RunParameters(), ["image_tagging"], None)
+    with pytest.raises(ValueError, match="no APIs"):
+        Job.create("f", "r1", run, ["defog"], None)
+    assert Job.model_validate(job.model_dump()) == job  # what Prefect and Dask ship between processes
+
+
+# ------------------------------------------------------------------------------------------- requests
+def test_requests_resolve_without_a_body():
+    spec = schemas.spec("recapture_detect")
+    assert spec.resolve_params({}) == {"threshold": 0.95}
+    assert spec.resolve_params({"threshold": 7}) == {"threshold": 0.95}  # the reference's fallback
+    request = spec.request({"threshold": 0.5}, image=b"\xff\xd8 bytes")
+    assert request.params == {"threshold": 0.5} and request.image_bytes == b"\xff\xd8 bytes"
+    for kwargs, code in [({}, "AIS.0011"), ({"image": b"x", "url": "https://a/b.jpg"}, "AIS.0501"),
+                         ({"url": "ftp://a/b.jpg"}, "AIS.0022"), ({"image": b""}, "AIS.0011")]:
+        with pytest.raises(ApiError) as info:
+            spec.request({}, **kwargs)
+        assert info.value.code == code
+    with pytest.raises(ApiError) as info:
+        schemas.spec("defog").request({}, url="https://a/b.jpg")
+    assert info.value.code == "AIS.0012"
+    with pytest.raises(ApiError) as info:
+        schemas.spec("image_tagging").request({}, image=b"x" * (8 * 1024 * 1024))  # 10.7 MB as base64
+    assert info.value.code == "AIS.0020"
+
+
+@pytest.mark.parametrize("code,retryable,invalid", [
+    ("AIS.0503", False, True), ("AIS.0504", False, True), ("AIS.0502", False, True),
+    ("AIS.0201", True, False), ("APIG.0308", True, False), ("APIG.0301", False, False),
+    ("AIS.0007", False, False), ("NET.CONNECTION", True, False)])
+def test_which_refusals_make_an_image_invalid(code, retryable, invalid):
+    assert refuses_input(ApiError(code=code, retryable=retryable)) is invalid
+
+
+# ---------------------------------------------------------------------------------------- normalizers
+def _ctx(api: str, **kwargs) -> Context:
+    return Context("r1", "src", "a/b.jpg", api, 200, 100, **kwargs)
+
+
+def test_tag_normalizer_ranks_tags_and_normalises_boxes():
+    response = image_tagging.Response.model_validate({"result": {"tags": [
+        {"confidence": "91.50", "type": "动物", "tag": "猫", "i18n_tag": {"zh": "猫", "en": "cat"},
+         "i18n_type": {"zh": "动物", "en": "Animal"}, "instances": [
+             {"bounding_box": {"width": 50, "height": 25, "top_left_x": 100, "top_left_y": 50}, "confidence": "90"}]},
+        {"confidence": "60", "type": "颜色", "tag": "红色", "i18n_tag": {"zh": "红色", "en": "Red"},
+         "i18n_type": {"zh": "颜色", "en": "Colour"}}]}})
+    rows = normalize(image_tagging.SPEC, response, _ctx("image_tagging", params={"language": "zh"}))
+    assert [(t["tag_en"], t["rank"], t["confidence"]) for t in rows["tags"]] == [("cat", 1, 91.5), ("Red", 2, 60.0)]
+    (box,) = rows["detections"]
+    assert (box["label_en"], box["x_norm"], box["y_norm"], box["width_norm"], box["height_norm"]) == (
+        "cat", 0.5, 0.5, 0.25, 0.25)
+
+
+def test_face_object_and_recapture_normalizers_scale_to_0_100():
+    faces = celebrity_recognition.Response.model_validate({"result": [
+        {"confidence": 0.97, "label": "Eileen Collins", "face_detail": {"x": 20, "y": 10, "w": 40, "h": 50}}]})
+    (face,) = normalize(celebrity_recognition.SPEC, faces, _ctx("celebrity_recognition"))["faces"]
+    assert face["confidence"] == pytest.approx(97.0) and face["width_norm"] == 0.2
+    objects = main_object_detection.Response.model_validate({"result": [{"label": "main_object_box", "confidence": "88",
+        "location": {"width": 100, "height": 50, "top_left_x": 0, "top_left_y": 0}}]})
+    (main,) = normalize(main_object_detection.SPEC, objects, _ctx("main_object_detection"))["main_objects"]
+    assert (main["label"], main["confidence"], main["height_norm"]) == ("main_object_box", 88.0, 0.5)
+    verdict = recapture_detect.Response.model_validate({"result": {"suggestion": "false", "category": "recapture",
+        "score": "0.9800", "detail": [{"label": "recapture", "confidence": "0.9800"}]}})
+    (row,) = normalize(recapture_detect.SPEC, verdict, _ctx("recapture_detect"))["recapture"]
+    assert (row["suggestion"], row["score"], row["detail_confidence"]) == ("false", pytest.approx(98.0), pytest.approx(98.0))
+
+
+def test_image_out_normalizer_stores_the_image(tmp_path):
+    png = encode(photo("coffee")[:20, :30], "PNG")
+    stored = {}
+
+    def write(api, key, data, fmt):
+        stored[(api, key, fmt)] = data
+        return "file:///out/x.png"
+
+    response = schemas.spec("defog").response(result=base64.b64encode(png).decode())
+    (row,) = normalize(schemas.spec("defog"), response, _ctx("defog", write_output=write))["enhanced"]
+    assert row["output_format"] == "PNG" and row["output_size"] == len(png) and stored == {("defog", "a/b.jpg", "PNG"): png}
+
+
+# -------------------------------------------------------------------------------- shard commit, recovery
+def _rows(n: int) -> dict[str, list[dict]]:
+    now = datetime.now(timezone.utc)
+    return {"images": [{"run_id": "r1", "source": "s", "key": f"k{i}", "status": "ok", "processed_at": now}
+                       for i in range(n)], "faces": []}
+
+
+def _ledger(n: int) -> list[dict]:
+    return [{"api": "a", "params_hash": "h", "key": f"k{i}", "fingerprint": "f", "outcome": "ok", "run_id": "r1"}
+            for i in range(n)]
+
+
+def test_a_shard_commits_every_table_or_nothing(tmp_path):
+    counts = writing.commit_shard(tmp_path, "2026-11-28", "r1-s00000", _rows(3), _ledger(3))
+    assert counts == {"images": 3, "faces": 0}
+    assert pq.read_table(writing.table_file(tmp_path, "images", "2026-11-28", "r1-s00000")).num_rows == 3
+    assert not (tmp_path / "faces").exists()  # an empty table writes no file
+    assert not list((tmp_path / "_staging").iterdir())
+    # a retried shard replaces its own files: still 3 rows, not 6
+    writing.commit_shard(tmp_path, "2026-11-28", "r1-s00000", _rows(3), _ledger(3))
+    assert pq.read_table(tmp_path / "images").num_rows == 3
+
+
+def test_recovery_finishes_committed_shards_and_drops_the_rest(tmp_path):
+    # A shard staged but not committed (the process died before the COMMIT marker): dropped.
+    half = tmp_path / "_staging" / "r1-s00001"
+    half.mkdir(parents=True)
+    writing.write_table(half / "images.parquet", "images", _rows(2)["images"])
+    # A shard committed whose files were not all moved yet: finished.
+    done = tmp_path / "_staging" / "r1-s00002"
+    done.mkdir()
+    writing.write_table(done / "images.parquet", "images", _rows(4)["images"])
+    writing.write_table(done / "ledger.parquet", "_ledger", _ledger(4))
+    moves = [["images.parquet", "images/run_date=2026-11-28/r1-s00002.parquet"],
+             ["ledger.parquet", "_state/ledger/r1-s00002.parquet"]]
+    (done / "COMMIT").write_text(json.dumps(moves))
+    # A torn marker counts as not committed.
+    torn = tmp_path / "_staging" / "r1-s00003"
+    torn.mkdir()
+    (torn / "COMMIT").write_text('[["images.parq')
+    assert writing.recover(tmp_path) == {"finished": 1, "dropped": 2}
+    assert pq.read_table(tmp_path / "images").num_rows == 4
+    assert pq.read_table(writing.ledger_dir(tmp_path) / "r1-s00002.parquet").num_rows == 4
+    assert writing.recover(tmp_path) == {"finished": 0, "dropped": 0}
+
+
+# ----------------------------------------------------------------------------------------- rate limits
+def test_token_bucket_spaces_requests_at_the_rate():
+    bucket = TokenBucket(10.0)
+    waits = [bucket.reserve() for _ in range(5)]
+    assert waits[0] == pytest.approx(0.0, abs=1e-3)
+    assert [b - a for a, b in zip(waits, waits[1:])] == pytest.approx([0.1] * 4, abs=1e-3)
+    with pytest.raises(ValueError):
+        TokenBucket(0)
+
+
+def test_token_bucket_keeps_no_more_than_its_burst(monkeypatch):
+    import imgrec.connectors.ratelimit as ratelimit
+
+    clock = [100.0]
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: clock[0])
+    bucket = TokenBucket(2.0, burst=3)
+    clock[0] += 60  # a long idle time earns at most `burst` immediate requests
+    assert [bucket.reserve() for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]
