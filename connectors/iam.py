@@ -64,9 +64,6 @@ class TokenProvider:
             assert self._token
             return self._token
 
-    def invalidate(self) -> None:
-        self._token = None
-
     async def _fetch(self) -> None:
         c = self._credentials
         body = token_request_body(c.domain, c.user, c.password, c.project_name, c.project_id)

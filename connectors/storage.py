@@ -40,8 +40,6 @@ class Storage(Protocol):
 
     def url_for(self, key: str, expires_s: int = 3600) -> str: ...
 
-    def object_uri(self, key: str) -> str: ...
-
 
 def is_image_key(key: str) -> bool:
     return PurePosixPath(key).suffix.lower() in IMAGE_SUFFIXES
@@ -88,9 +86,6 @@ class FolderStorage:
     def url_for(self, key: str, expires_s: int = 3600) -> str:
         raise ValueError("url mode needs a bucket source: a local folder has no URL a service can fetch")
 
-    def object_uri(self, key: str) -> str:
-        return self._path(key).as_uri()
-
 
 class S3Storage:
     """S3 or Huawei OBS (S3-compatible) through boto3."""
@@ -134,9 +129,6 @@ class S3Storage:
         """A presigned GET: OBS's "temporary authorization" URL (reference 7.3)."""
         return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": key},
                                                   ExpiresIn=expires_s)
-
-    def object_uri(self, key: str) -> str:
-        return f"{self.uri.split('://')[0]}://{self.bucket}/{key}"
 
 
 def open_storage(source: str) -> Storage:

@@ -21,8 +21,9 @@ def load_settings(config: Path | None) -> Settings:
     try:
         return Settings.load(config)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        typer.echo(f"imgrec: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}", err=True)
+        from .cli_run import one_line
+
+        typer.echo(f"imgrec: {one_line(exc)}", err=True)
     except OSError as exc:
         typer.echo(f"imgrec: {exc}", err=True)
     raise typer.Exit(2)

@@ -28,6 +28,12 @@ def parse_params(values: list[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
+def one_line(exc) -> str:
+    """A pydantic ValidationError as one line: where, and what is wrong there."""
+    first = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg'].removeprefix('Value error, ')}"
+
+
 def _progress_bar(stop: threading.Event) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -79,9 +85,7 @@ def run(
 
         resolve_run("catalog-backfill" if is_backfill else "catalog-tagging", parameters)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        typer.echo(f"imgrec run: {where}: {first['msg'].removeprefix('Value error, ')}", err=True)
+        typer.echo(f"imgrec run: {one_line(exc)}", err=True)
         raise typer.Exit(2)
     except (ValueError, OSError) as exc:
         typer.echo(f"imgrec run: {exc}", err=True)
