@@ -40,8 +40,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def run(registry, api: str, data: bytes, **params):
     from imgrec import schemas
     spec = schemas.spec(api)
-    placeholder = {"url": "https://example.com/x.mp4"} if spec.input == "url_only" else {"image": "eA=="}
-    return registry.get(api).run(data, spec.parse({**placeholder, **params}))
+    inputs = {"url": "https://example.com/x.mp4"} if spec.input == "url_only" else {"image": data}
+    return registry.get(api).run(data, spec.request(params, **inputs))
 
 
 def main() -> None:

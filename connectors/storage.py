@@ -45,6 +45,15 @@ def is_image_key(key: str) -> bool:
     return PurePosixPath(key).suffix.lower() in IMAGE_SUFFIXES
 
 
+def join_prefix(base: str, prefix: str) -> str:
+    """A source's own prefix is a folder: `s3://b/shop` + `2026/10/` lists `shop/2026/10/`, never
+    `shop2026/10/`; leading or doubled slashes on either side make no difference."""
+    parts = [p.strip("/") for p in (base, prefix) if p.strip("/")]
+    joined = "/".join(parts)
+    # A trailing slash the user wrote stays meaningful: `2026/1/` must not match `2026/10/...`.
+    return joined + "/" if joined and (prefix.endswith("/") or not prefix.strip("/")) else joined
+
+
 class FolderStorage:
     read_batch = 32
 
@@ -67,6 +76,7 @@ class FolderStorage:
         return path
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        wanted = join_prefix("", prefix)
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames.sort()
             for name in sorted(filenames):
@@ -74,7 +84,7 @@ class FolderStorage:
                 if path.is_symlink() and not path.resolve().is_relative_to(self.root):
                     continue  # a link pointing out of the source folder is not part of the catalog
                 key = path.relative_to(self.root).as_posix()
-                if not key.startswith(prefix) or not is_image_key(key):
+                if not key.startswith(wanted) or not is_image_key(key):
                     continue
                 stat = path.stat()
                 yield ObjectInfo(key, stat.st_size, f"{stat.st_size:x}-{stat.st_mtime_ns:x}",
@@ -111,7 +121,7 @@ class S3Storage:
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix,
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=join_prefix(self.prefix, prefix),
                                        PaginationConfig={"PageSize": 1000}):
             for item in page.get("Contents", []):
                 key = item["Key"]

@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from imgrec import backends
+from imgrec.logs import install as install_log_redaction
 from imgrec.connectors.ratelimit import ensure_global_limit
 from imgrec.connectors.storage import open_storage
 from imgrec.settings import Settings
@@ -62,6 +63,7 @@ def report_task(job: Job, listed: int, shard_stats: list[dict[str, Any]]) -> dic
     stats = [recognize.ShardStats.from_dict(s) for s in shard_stats]
     summary = report.summarize(job, listed, stats, datetime.now(timezone.utc))
     report.write_runs_row(job, summary)
+    writing.ensure_tables(job.out_path, job.run_date, job.run_id)
     paths = report.write_report(job, summary)
     summary["report_paths"] = {k: str(v) for k, v in paths.items()}
     try:
@@ -113,6 +115,9 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
         if folded := writing.compact_ledger(out, job.run_id):
             logger.info("compacted %d ledger files into one", folded)
         listed = list_objects_task(job)
+        if not listed:
+            logger.warning("no images listed under %s%s: check the source and --prefix", job.source,
+                           f" (prefix {job.prefix!r})" if job.prefix else "")
         shards = plan_shards_task(job)
         logger.info("run %s: %d objects listed, %d shards, %d calls planned", job.run_id, listed, len(shards),
                     sum(s.pending_calls for s in shards))
@@ -127,9 +132,15 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
                     return await recognize_shard_task(job, shard)
 
             async with backends.lending(settings, job):  # one backend for the run, closed when it ends
-                stats = await asyncio.gather(*(one(s) for s in shards))
+                try:
+                    stats = await asyncio.gather(*(one(s) for s in shards))
+                finally:
+                    recognize.forget_run(job.run_id)
         summary = report_task(job, listed, list(stats))
     logger.info("run %s finished: %s", job.run_id, summary["status"])
+    failure = report.failure_of(summary, job.max_failed_share)
+    if failure is not None:
+        raise failure  # the flow run ends Failed; the tables and the report are written all the same
     return summary
 
 
@@ -147,3 +158,4 @@ async def backfill(run: RunParameters) -> dict[str, Any]:
 
 
 logging.getLogger("imgrec").setLevel(logging.INFO)
+install_log_redaction()  # deployments import this module without the CLI: no secret in any log line

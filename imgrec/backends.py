@@ -111,4 +111,12 @@ def resolve_run(flow: str, run: RunParameters) -> tuple[Job, Settings]:
     merged = run.over(settings.pipeline)
     config = str(settings.config_file) if settings.config_file else None
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
-    return Job.create(flow, run_id, merged, enabled_apis(merged.backend, settings), config), settings
+    job = Job.create(flow, run_id, merged, enabled_apis(merged.backend, settings), config)
+    if job.mode == "url" and not job.source.startswith(("s3://", "obs://")):
+        raise ValueError("--mode url sends presigned URLs of bucket objects: give an s3:// or obs:// source")
+    if job.backend == "local":
+        from .engines import EngineRegistry
+
+        if problems := EngineRegistry(settings).problems(job.apis):
+            raise ValueError("; ".join(f"{api}: {problem}" for api, problem in problems.items()))
+    return job, settings

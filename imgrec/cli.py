@@ -1,4 +1,4 @@
-"""`imgrec serve` (the self-hosted API) and `imgrec run` (the catalog pipeline)."""
+"""`imgrec serve` (the self-hosted API), `imgrec run` (the catalog pipeline), `imgrec apis` (what answers)."""
 from __future__ import annotations
 
 import os
@@ -29,9 +29,51 @@ def load_settings(config: Path | None) -> Settings:
     raise typer.Exit(2)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"imgrec {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
-    """imgrec: self-hosted Huawei Image Recognition API and catalog-tagging pipeline."""
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit")) -> None:
+    """imgrec: self-hosted Huawei Image Recognition API and catalog-tagging pipeline.
+
+    Settings: a TOML file (--config, or IMGREC_CONFIG) and IMGREC_* variables; every section and key is
+    in imgrec/settings.py, and an unknown key is refused at start-up."""
+
+
+def _param_text(param) -> str:
+    if param.choices is not None:
+        allowed = "|".join(map(str, param.choices))
+    elif param.lo is not None or param.hi is not None:
+        allowed = f"{'(' if param.lo_open else '['}{param.lo:g}, {param.hi:g}{')' if param.hi_open else ']'}"
+        allowed += ", else the default" if param.out_of_range == "default" else ""
+    else:
+        allowed = param.kind
+    return f"{param.name}={param.default} ({allowed})"
+
+
+@app.command()
+def apis(config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TOML config file")) -> None:
+    """Every API: its path, its engine and whether it is on, and its parameters (defaults, ranges), the
+    names `imgrec run --apis` and `--param API.NAME=VALUE` take."""
+    from . import schemas
+    from .engines import ENGINES, EngineRegistry
+
+    registry = EngineRegistry(load_settings(config))
+    problems = registry.problems()
+    for name, spec in schemas.SPECS.items():
+        state = ("on" if not problems.get(name) else f"not working: {problems[name]}") if registry.enabled(name) \
+            else "off ([engines] enabled = false)"
+        catalog = "catalog API" if name in schemas.CATALOG_APIS else "not a catalog API (takes a video URL)"
+        typer.echo(f"{name}  POST {spec.path}")
+        typer.echo(f"    engine {ENGINES[name].__name__}: {state}; {catalog}"
+                   + ("; deprecated in the reference" if spec.deprecated else ""))
+        typer.echo(f"    parameters: {', '.join(_param_text(p) for p in spec.params) or 'none'}")
 
 
 @app.command()
@@ -51,6 +93,14 @@ def serve(
     if log_format:
         os.environ["IMGREC_LOG__FORMAT"] = log_format
     settings = load_settings(config)
+    from .engines import EngineRegistry
+
+    if problems := EngineRegistry(settings).problems():  # fail here, not with an error on every call
+        for api, problem in problems.items():
+            typer.echo(f"imgrec serve: {api}: {problem}", err=True)
+        typer.echo("imgrec serve: fix the settings, or switch the engine off ([engines.<api>] enabled = false)",
+                   err=True)
+        raise typer.Exit(2)
     if config is not None:
         os.environ["IMGREC_CONFIG"] = str(config.resolve())  # uvicorn's worker processes load it again
     if settings.auth.token_secret is None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import threading
 from datetime import datetime
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+
+from imgrec.schemas import CATALOG_APIS
 
 
 def parse_params(values: list[str]) -> dict[str, dict[str, Any]]:
@@ -49,7 +52,8 @@ def _progress_bar(stop: threading.Event) -> None:
 def run(
     source: str = typer.Argument(..., help="A folder, s3://bucket/prefix or obs://bucket/prefix"),
     out: Optional[Path] = typer.Option(None, help="Output folder for tables and reports (default ./warehouse)"),
-    apis: Optional[str] = typer.Option(None, help="Comma-separated API names (default: every enabled image API)"),
+    apis: Optional[str] = typer.Option(None, help="Comma-separated API names (default: every enabled image API): "
+                                       f"{', '.join(CATALOG_APIS)}; `imgrec apis` lists them"),
     backend: Optional[str] = typer.Option(None, help="local (in-process engines) or http"),
     endpoint: Optional[str] = typer.Option(None, help="http backend: self-hosted base URL (default: Huawei Cloud)"),
     mode: Optional[str] = typer.Option(None, help="inline (base64 in the body) or url (presigned URLs)"),
@@ -58,7 +62,8 @@ def run(
     shard_size: Optional[int] = typer.Option(None, help="Images per Prefect task"),
     global_limit: Optional[str] = typer.Option(None, help="Prefect global concurrency limit name: --rate "
                                                "then holds across every worker sharing the Prefect server"),
-    param: list[str] = typer.Option([], help="API.NAME=VALUE request parameter, repeatable"),
+    param: list[str] = typer.Option([], help="API.NAME=VALUE request parameter, repeatable, e.g. "
+                                    "image_tagging.threshold=30 (`imgrec apis` lists each API's parameters)"),
     task_runner: Optional[str] = typer.Option(None, help="threads, or dask (shards on a Dask cluster)"),
     dask_address: Optional[str] = typer.Option(None, help="Dask scheduler address (default: a local cluster)"),
     prefix: Optional[str] = typer.Option(None, help="Backfill: only keys under this prefix"),
@@ -90,6 +95,13 @@ def run(
     except (ValueError, OSError) as exc:
         typer.echo(f"imgrec run: {exc}", err=True)
         raise typer.Exit(2)
+    # Prefect's telemetry is off for runs from the command line (it can only fail noisily offline), and every
+    # log line is redacted before Prefect's handlers see it.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from imgrec.logs import install
+
+    install()
     from imgrec.flows.catalog import backfill, catalog_tagging
 
     flow_fn = backfill if is_backfill else catalog_tagging
@@ -97,8 +109,13 @@ def run(
     bar = threading.Thread(target=_progress_bar, args=(stop,), daemon=True) if sys.stderr.isatty() else None
     if bar:
         bar.start()
+    from imgrec.tasks.report import RunFailed, markdown
+
+    failure: RunFailed | None = None
     try:
         summary = asyncio.run(flow_fn(parameters))
+    except RunFailed as exc:
+        summary, failure = exc.summary, exc
     except Exception as exc:
         typer.echo(f"imgrec run failed: {exc}", err=True)
         raise typer.Exit(1)
@@ -106,9 +123,13 @@ def run(
         stop.set()
         if bar:
             bar.join()
-    from imgrec.tasks.report import markdown
-
     typer.echo(markdown(summary))
     for kind, path in summary.get("report_paths", {}).items():
         typer.echo(f"report ({kind}): {path}")
     typer.echo(f"tables: {summary['parameters']['out']}")
+    if not summary["listed"]:
+        typer.echo(f"warning: no images listed under {source}" + (f" with prefix {prefix!r}" if prefix else ""),
+                   err=True)
+    if failure is not None:
+        typer.echo(f"imgrec run failed: {failure}", err=True)
+        raise typer.Exit(1)

@@ -40,6 +40,9 @@ class RunParameters(BaseModel):
     force: bool = False  # redo objects that already succeeded
     config: str | None = None  # the settings file; each worker process reads it again
     unit_price_per_call: float = Field(0.0, ge=0)  # for the estimated-cost column of `runs`
+    # The run fails (non-zero exit, Prefect flow run Failed) when more than this share of the images it
+    # processed failed; 1.0: only when every one did. Invalid images (refused input) never count.
+    max_failed_share: float = Field(0.5, ge=0, le=1)
 
     @field_validator("apis")
     @classmethod

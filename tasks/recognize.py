@@ -37,6 +37,59 @@ INPUT_ERRORS = frozenset({"AIS.0015", "AIS.0020", "AIS.0021", "AIS.0023", "AIS.0
 HEAD_BYTES = 256 * 1024  # enough of a file for its format and dimensions (url mode reads only this)
 
 
+# Failures that will not heal within a run: credentials refused, nothing listening, an engine not set up.
+UNHEALING_CODES = frozenset({"APIG.0301", "AIP.0003", "AIS.0002", "AIS.0004", "AIS.0007", "NET.CONNECTION",
+                             "IAM.NETWORK"})
+
+
+class CircuitBreaker:
+    """Stops a run that cannot succeed instead of spending its whole plan on it.
+
+    When `limit` calls in a row fail with an error that will not heal (a 401/403, a refused connection, an
+    API without an engine) before any call of the run succeeded in this process, the breaker opens: later
+    images are not read or sent, and are recorded as failed with that error. One success keeps it closed
+    for the rest of the run (a bad image or a flaky call later on does not stop a healthy night).
+    """
+
+    def __init__(self, limit: int = 5):
+        self.limit = limit
+        self.in_a_row = 0
+        self.succeeded = False
+        self.opened_by: ApiError | None = None
+
+    def success(self) -> None:
+        self.succeeded, self.in_a_row = True, 0
+
+    def failure(self, err: ApiError) -> None:
+        if self.succeeded or self.opened_by is not None:
+            return
+        if err.status in (401, 403) or err.code in UNHEALING_CODES:
+            self.in_a_row += 1
+            if self.in_a_row >= self.limit:
+                self.opened_by = err
+        else:
+            self.in_a_row = 0
+
+    def refusal(self) -> ApiError:
+        """What an image that was not sent records: the error that opened the breaker."""
+        err = self.opened_by
+        assert err is not None
+        return ApiError(code=err.code, status=err.status, retryable=err.retryable, attempts=0,
+                        message=f"not sent: the run stopped after {self.in_a_row} calls in a row failed with "
+                                f"{err.code} ({err.message})")
+
+
+_breakers: dict[str, CircuitBreaker] = {}  # run id -> this process's breaker (shards of a run share it)
+
+
+def breaker_for(run_id: str) -> CircuitBreaker:
+    return _breakers.setdefault(run_id, CircuitBreaker())
+
+
+def forget_run(run_id: str) -> None:
+    _breakers.pop(run_id, None)
+
+
 def refuses_input(err: ApiError) -> bool:
     """The input was refused (status `invalid`, ledger `rejected`); anything else is a failure (`failed`,
     retried next run), wherever it happened: before the call, in the backend or on the wire."""
@@ -150,6 +203,7 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
     reader = _Reader(storage, [o["key"] for o in objects if o["pending"] and (job.mode == "inline" or o["size"])],
                      head_only=job.mode != "inline")
     now = lambda: datetime.now(timezone.utc)  # noqa: E731
+    breaker = breaker_for(job.run_id)
 
     def error_row(obj, api, err: ApiError) -> dict:
         stats.error_codes[err.code] += 1
@@ -172,6 +226,8 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
             data: bytes | None = None
             info: ImageInfo | None = None
             try:
+                if breaker.opened_by is not None:
+                    raise breaker.refusal()  # the run cannot succeed: do not even read the image
                 if job.mode == "inline":
                     data = head = await reader.read(obj["key"])
                 elif obj["size"] == 0:
@@ -205,6 +261,8 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                 try:
                     if read_error is not None:
                         raise read_error
+                    if breaker.opened_by is not None:
+                        raise breaker.refusal()
                     if data is not None:  # inline: check everything before spending a call
                         check_image_info(info, len(data), spec.image)
                     elif obj["size"] > spec.max_url_bytes:
@@ -224,8 +282,10 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                     stats.calls += max(1, err.attempts)
                     stats.retries += max(0, err.attempts - 1)
                     stats.call_errors += 1
+                    breaker.failure(err)
                     refused(err)
                     continue
+                breaker.success()
                 stats.calls += result.attempts
                 stats.retries += result.attempts - 1
                 stats.rate_wait_s += result.rate_wait_s

@@ -34,6 +34,30 @@ def _query(out: Path, table: str, sql: str, run_id: str) -> list[tuple]:
 _TABLE = "read_parquet($files, hive_partitioning = true)"
 
 
+class RunFailed(RuntimeError):
+    """The run completed, but too many of its images failed for it to count as done (a wrong key, the
+    service down): the CLI exits non-zero and the Prefect flow run ends Failed. Carries the summary."""
+
+    def __init__(self, message: str, summary: dict[str, Any]):
+        super().__init__(message, summary)
+        self.summary = summary
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def failure_of(summary: dict[str, Any], max_failed_share: float) -> RunFailed | None:
+    """A RunFailed naming the dominant error code when more than `max_failed_share` of the processed
+    images failed (all of them, with 1.0); None for a run that counts as done."""
+    failed, processed = summary["status"]["failed"], summary["processed"]
+    if not processed or not failed or failed / processed <= max_failed_share and failed < processed:
+        return None
+    code, count = next(iter(summary["error_codes"].items()), ("?", 0))
+    reports = summary.get("report_paths", {})
+    return RunFailed(f"{failed} of {processed} images failed; most often {code} ({count} calls)"
+                     + (f"; report: {reports['md']}" if "md" in reports else ""), summary)
+
+
 def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: datetime) -> dict[str, Any]:
     status: Counter = Counter()
     codes: Counter = Counter()

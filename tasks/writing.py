@@ -88,6 +88,23 @@ def write_table(path: Path, table: str, rows: list[dict[str, Any]]) -> None:
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, compression="zstd")
 
 
+def ensure_tables(out: Path, run_date: str, run_id: str) -> list[str]:
+    """Give every table at least one file (empty, with the schema), so that a query over a table no run has
+    filled yet (`read_parquet('warehouse/faces/**/*.parquet')` on a night without faces) finds it. Returns
+    the tables that got one."""
+    created = []
+    for table in TABLES:
+        if any((out / table).glob("run_date=*/*.parquet")):
+            continue
+        path = table_file(out, table, run_date, f"{run_id}-empty")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp"
+        write_table(tmp, table, [])
+        os.replace(tmp, path)
+        created.append(table)
+    return created
+
+
 def commit_shard(out: Path, run_date: str, name: str, tables: dict[str, list[dict[str, Any]]],
                  ledger: list[dict[str, Any]]) -> dict[str, int]:
     """Write one shard's rows for every table (empty tables write no file) and its ledger, atomically."""

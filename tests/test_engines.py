@@ -18,7 +18,7 @@ def registry(gallery):
 
 def run(registry, api, data: bytes, **params):
     spec = schemas.spec(api)
-    return registry.get(api).run(data, spec.parse({"image": "eA==", **params})).to_wire()["result"]
+    return registry.get(api).run(data, spec.request(params, image=data)).to_wire()["result"]
 
 
 def tags_en(result) -> dict[str, float]:
@@ -113,7 +113,8 @@ def test_celebrity_threshold_and_empty_gallery(registry):
     assert run(registry, "celebrity_recognition", data)[0]["label"] == "Eileen Collins"
     assert run(registry, "celebrity_recognition", encode(photo("chelsea")), threshold=0.1) == []
     empty = EngineRegistry(Settings())
-    assert empty.get("celebrity_recognition").run(data, schemas.spec("celebrity_recognition").parse({"image": "eA=="})).result == []
+    request = schemas.spec("celebrity_recognition").request({}, image=data)
+    assert empty.get("celebrity_recognition").run(data, request).result == []
 
 
 def test_engines_refuse_damaged_input(registry):

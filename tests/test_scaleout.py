@@ -110,7 +110,7 @@ def _prefect(args: list[str], env: dict, timeout: float = 120) -> str:
     return proc.stdout
 
 
-def test_deployments_on_a_real_prefect_server(tmp_path, gallery):
+def test_deployments_on_a_real_prefect_server(tmp_path, gallery, service):
     from tests.helpers import free_port, write_config
 
     import httpx
@@ -149,6 +149,19 @@ def test_deployments_on_a_real_prefect_server(tmp_path, gallery):
         assert read_table(out, "faces")[0]["label"] == "Eileen Collins"
         runs = read_table(out, "runs")
         assert runs[0]["flow"] == "catalog-backfill" and json.loads(runs[0]["parameters"])["prefix"] == "new/"
+
+        # A night with a wrong secret key on the worker: the flow run ends Failed, not Completed.
+        failing = {"run": {"source": str(source), "out": str(tmp_path / "failing"), "backend": "http",
+                           "endpoint": service.base_url, "apis": ["celebrity_recognition"]}}
+        _prefect(["deployment", "run", "catalog-backfill/catalog-backfill", "--params", json.dumps(failing)], env)
+        worker_env = {**env, "HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": "wrong", "HUAWEICLOUD_SDK_PROJECT_ID": PROJECT}
+        subprocess.run([str(Path(sys.executable).parent / "prefect"), "worker", "start", "--pool", "imgrec-process",
+                        "--run-once"], env=worker_env, capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).parents[1])
+        flow_runs = httpx.post(f"http://127.0.0.1:{port}/api/flow_runs/filter", json={}).json()
+        states = sorted((r["parameters"].get("run", {}).get("out"), r["state_type"]) for r in flow_runs)
+        assert (str(out), "COMPLETED") in states and (str(tmp_path / "failing"), "FAILED") in states, states
+        assert {r["status"] for r in read_table(tmp_path / "failing", "images")} == {"failed"}
     finally:
         server.terminate()
         server.wait(20)

@@ -76,6 +76,15 @@ class EngineRegistry:
     def enabled_apis(self) -> list[str]:
         return [name for name in schemas.SPECS if self.enabled(name)]
 
+    def problems(self, apis: list[str] | None = None) -> dict[str, str]:
+        """What keeps enabled engines from working (missing gallery, model files), found without loading
+        them: `imgrec serve` and `imgrec run` refuse to start on these, `/ready` reports them."""
+        found = {}
+        for api in apis if apis is not None else self.enabled_apis():
+            if self.enabled(api) and (problem := ENGINES[api].problem(self.settings)):
+                found[api] = problem
+        return found
+
     def get(self, api: str) -> Engine:
         if not self.enabled(api):
             raise ApiError.of("AIS.0007", f"no engine for {api}")
@@ -84,5 +93,14 @@ class EngineRegistry:
             with self._lock:
                 engine = self._engines.get(api)
                 if engine is None:
-                    engine = self._engines[api] = ENGINES[api](self)
+                    try:
+                        engine = ENGINES[api](self)
+                    except ApiError as err:
+                        engine = err
+                    except Exception as exc:  # a broken gallery, an unreadable model: the engine is off
+                        log.error("engine %s could not start: %s", api, exc)
+                        engine = ApiError.of("AIS.0007", f"{api} could not start: {type(exc).__name__}")
+                    self._engines[api] = engine
+        if isinstance(engine, ApiError):  # kept: the same answer on every call, not a reload per image
+            raise ApiError.of(engine.code, engine.detail)
         return engine

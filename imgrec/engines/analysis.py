@@ -30,6 +30,18 @@ class Analysis:
     candidates: list[Candidate]  # objects first, then scene/concept tags
 
 
+def analysis_problem(settings) -> str | None:
+    """The analysing engines need the converted detector and any bring-your-own model files."""
+    detector_file = Path(settings.models_dir) / "nanodet.onnx"
+    if not detector_file.is_file():
+        return f"detector model {detector_file} is not set up: run scripts/setup.sh (python -m imgrec.models.fetch)"
+    for name, model in (("classifier", settings.models.classifier), ("detector", settings.models.detector)):
+        for path in (model.path, model.labels) if model is not None else ():
+            if not Path(path).is_file():
+                return f"[models.{name}] file {path} does not exist"
+    return None
+
+
 def object_candidates(detections: list[Detection], scale: float) -> list[Candidate]:
     by_class: dict[int, list[Detection]] = defaultdict(list)
     for d in detections:

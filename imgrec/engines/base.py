@@ -36,6 +36,11 @@ class Engine(Protocol):
     def run(self, data: bytes, request: ParsedRequest) -> Any:
         """Return the endpoint's response model (or an `ImageOutput`). Raise ApiError for bad input."""
 
+    @classmethod
+    def problem(cls, settings) -> str | None:
+        """What keeps this engine from working with these settings (a configured folder that is not
+        there, a model file not set up), found without loading anything; None when it can work."""
+
 
 def image_info(data: bytes, request: ParsedRequest, spec: ApiSpec) -> ImageInfo:
     """The image's header checked against the endpoint's limits, parsed once per call path: the recognizer

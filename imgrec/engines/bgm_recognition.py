@@ -45,6 +45,13 @@ class BgmRecognitionEngine:
     def __init__(self, registry):
         self.index = load_library(registry.settings.bgm.library)
 
+    @staticmethod
+    def problem(settings) -> str | None:
+        library = settings.bgm.library
+        if library is not None and not Path(library).is_dir():
+            return f"[bgm] library {library} is not a folder"
+        return None
+
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         samples = decode_audio(data, require_mp4=True)
         match = self.index.match(samples) if len(samples) else None

@@ -93,6 +93,13 @@ class CelebrityRecognitionEngine:
         self.match_distance = settings.match_distance
         self.gallery = Gallery.load(settings.gallery)
 
+    @staticmethod
+    def problem(settings) -> str | None:
+        gallery = settings.celebrity.gallery
+        if gallery is not None and not Path(gallery).is_dir():
+            return f"[celebrity] gallery {gallery} is not a folder"
+        return None
+
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         threshold = request.params["threshold"]
         info = image_info(data, request, self.spec)

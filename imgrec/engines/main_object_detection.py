@@ -15,7 +15,7 @@ from imgrec.schemas import main_object_detection as schema
 from imgrec.schemas.common import ParsedRequest, fmt_confidence
 from imgrec.schemas.shapes import BoxFloat
 
-from .analysis import clamp_box, iou
+from .analysis import analysis_problem, clamp_box, iou
 from .base import image_info
 from .imaging import decode
 
@@ -54,6 +54,8 @@ class MainObjectDetectionEngine:
 
     def __init__(self, registry):
         self.analyser = registry.analyser
+
+    problem = staticmethod(analysis_problem)
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         threshold = request.params["threshold"]

@@ -37,6 +37,10 @@ class RecaptureDetectEngine:
             raise ApiError.of("AIS.0007", f"{WEIGHTS.name} is missing")
         self.classifier = Classifier.load(WEIGHTS)
 
+    @staticmethod
+    def problem(settings) -> str | None:
+        return None if WEIGHTS.is_file() else f"{WEIGHTS} is missing"
+
     def probability(self, rgb) -> float:
         return float(self.classifier.probability(features(rgb))[0])
 

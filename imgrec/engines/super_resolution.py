@@ -96,6 +96,12 @@ class SuperResolutionEngine:
     def __init__(self, registry):
         pass  # the four networks load on first use (session())
 
+    @staticmethod
+    def problem(settings) -> str | None:
+        missing = [p.name for p in (WEIGHTS / f"sr_{m}_x{s}.onnx" for m in ("espcn", "srcnn") for s in (3, 4))
+                   if not p.is_file()]
+        return f"super-resolution weights missing: {', '.join(missing)}" if missing else None
+
     def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
         p = request.params
         return transform_image(data, request, self.spec, lambda rgb: super_resolve(rgb, p["model"], p["scale"]))

@@ -13,7 +13,7 @@ from imgrec.schemas import image_tagging, image_tagging_v1, media_tagging, media
 from imgrec.schemas.common import ApiSpec, ParsedRequest, fmt_confidence
 from imgrec.schemas.shapes import BoxFloat, BoxInt, I18n, InstanceFloat, InstanceInt
 
-from .analysis import Analysis, clamp_box, label, ranked
+from .analysis import Analysis, analysis_problem, clamp_box, label, ranked
 from .base import image_info
 from .labels import CATEGORIES
 
@@ -31,6 +31,8 @@ class TaggingEngine:
 
     def __init__(self, registry):
         self.analyser = registry.analyser
+
+    problem = staticmethod(analysis_problem)
 
     def run(self, data: bytes, request: ParsedRequest):
         analysis = self.analyser.analyse(data, image_info(data, request, self.spec), request.tenant)

@@ -185,8 +185,13 @@ class ImageRecognitionService:
         return JSONResponse({"status": "ok", "uptime_s": round(time.time() - self.started, 1)})
 
     async def ready(self, request: Request) -> Response:
+        """Per engine: enabled (configured on), and the problem that keeps it from working, if any."""
         registry = self.recognizer.registry
-        return JSONResponse({"status": "ready", "engines": {name: registry.enabled(name) for name in schemas.SPECS}})
+        problems = registry.problems()
+        engines = {name: {"enabled": registry.enabled(name), "problem": problems.get(name)}
+                   for name in schemas.SPECS}
+        return JSONResponse({"status": "degraded" if problems else "ready", "engines": engines},
+                            status_code=503 if problems else 200)
 
     def _handler(self, spec: ApiSpec):
         async def handle(request: Request) -> Response:

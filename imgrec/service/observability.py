@@ -61,6 +61,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
+    from ..logs import install
+
+    install()  # secrets redacted from every record, ours and the libraries'
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     if fmt == "json":
