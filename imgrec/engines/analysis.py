@@ -15,6 +15,8 @@ from pathlib import Path
 
 from imgrec.schemas.common import ImageInfo
 
+from .classifier import MODEL_FILE as CLASSIFIER_FILE
+from .classifier import classifier
 from .detector import Detection, detector
 from .imaging import decode_scaled
 from .faces import face_models
@@ -31,10 +33,10 @@ class Analysis:
 
 
 def analysis_problem(settings) -> str | None:
-    """The analysing engines need the converted detector and any bring-your-own model files."""
-    detector_file = Path(settings.models_dir) / "nanodet.onnx"
-    if not detector_file.is_file():
-        return f"detector model {detector_file} is not set up: run scripts/setup.sh (python -m imgrec.models.fetch)"
+    """The analysing engines need the converted detector and classifier, and any bring-your-own models."""
+    for model in (Path(settings.models_dir) / "nanodet.onnx", Path(settings.models_dir) / CLASSIFIER_FILE):
+        if not model.is_file():
+            return f"model {model} is not set up: run scripts/setup.sh (python -m imgrec.models.fetch)"
     for name, model in (("classifier", settings.models.classifier), ("detector", settings.models.detector)):
         for path in (model.path, model.labels) if model is not None else ():
             if not Path(path).is_file():
@@ -127,9 +129,24 @@ def analyse(data: bytes, info: ImageInfo, with_scene: bool = True, plugins: tupl
     for plugin in plugins:  # bring-your-own ONNX models (plugins.py)
         candidates += [_rescale(c, scale) for c in plugin.candidates(rgb)]
     if with_scene:
+        candidates = merge(candidates, classifier(models_dir).candidates(rgb))
         candidates += lighting_tags(rgb) + colour_tags(rgb) + document_tags(rgb)
         candidates += [_rescale(c, scale) for c in code_tags(rgb)]
     return Analysis(round(width), round(height), candidates)
+
+
+def merge(located: list[Candidate], classified: list[Candidate]) -> list[Candidate]:
+    """One tag per name: where the classifier names what the detector located ("dog", "laptop"), the
+    detector's candidate keeps its boxes and takes the higher of the two confidences."""
+    by_name = {c.en: c for c in located}
+    extra = []
+    for c in classified:
+        found = by_name.get(c.en)
+        if found is None:
+            extra.append(c)
+        else:
+            found.confidence = max(found.confidence, c.confidence)
+    return located + extra
 
 
 def _rescale(c: Candidate, scale: float) -> Candidate:

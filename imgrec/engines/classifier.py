@@ -1,0 +1,119 @@
+"""The 1000-class ImageNet classifier (EfficientNet-Lite0) and the scene head on its embedding.
+
+Tags it gives, each with a confidence that is a probability in percent:
+- the likeliest classes, by name ("Golden Retriever", "espresso"), softmax probability;
+- broader tags summing their classes' probabilities: a parent ("dog" for every breed, "fruit", "boat"),
+  and the COCO word where a class is one of COCO's 80 (so "dog" or "laptop" is the very tag the detector
+  gives; analysis.py merges the two);
+- a scene ("sea", "mountain", "forest", "street", "buildings", "glacier") from a small softmax head on the
+  classifier's 1280-d embedding, trained by training/train_scene_head.py; its "other" class (photos of
+  objects) keeps scene tags off close-ups.
+The model is converted at set-up (python -m imgrec.models.fetch) into the models folder.
+"""
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from imgrec.schemas.errors import ApiError
+
+from .labels import CATEGORIES, coco_by_name, imagenet_classes
+from .scene import Candidate
+
+MODEL_FILE = "efficientnet_lite0.onnx"
+SCENE_HEAD = Path(__file__).parent / "weights" / "scene_head.npz"
+MIN_PROBABILITY = 0.01  # tags below 1% are noise at any threshold a caller may ask for
+TOP_CLASSES = 10
+_lock = threading.Lock()
+
+
+class Classifier:
+    def __init__(self, model: Path, scene_head: Path | None = SCENE_HEAD):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self.classes = imagenet_classes()
+        self.scene = None
+        if scene_head is not None and scene_head.is_file():
+            head = np.load(scene_head)
+            self.scene = (head["weight"], head["bias"], head["mean"], head["scale"], list(head["en"]),
+                          list(head["zh"]))
+
+    def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Class probabilities (1000,) and the embedding (1280,)."""
+        from imgrec.models.efficientnet import preprocess
+
+        logits, embedding = self.session.run(None, {"input": preprocess(rgb)})
+        z = logits[0] - logits[0].max()
+        p = np.exp(z)
+        return p / p.sum(), embedding[0]
+
+    def scene_probabilities(self, embedding: np.ndarray) -> dict[str, tuple[str, float]]:
+        if self.scene is None:
+            return {}
+        weight, bias, mean, scale, en, zh = self.scene
+        z = ((embedding - mean) / scale) @ weight.T + bias
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        return {e: (c, float(q)) for e, c, q in zip(en, zh, p)}
+
+    def candidates(self, rgb: np.ndarray) -> list[Candidate]:
+        probs, embedding = self.predict(rgb)
+        out: dict[str, Candidate] = {}
+
+        def add(en: str, zh: str, category: str, kind: str, probability: float) -> None:
+            if probability < MIN_PROBABILITY:
+                return
+            confidence = round(min(probability, 1.0) * 100, 2)
+            found = out.get(en)
+            if found is None or found.confidence < confidence:
+                out[en] = Candidate(en, zh, category, kind, confidence)
+
+        for index in np.argsort(-probs)[:TOP_CLASSES]:
+            c = self.classes[index]
+            add(c.en, c.zh, c.category, c.kind, float(probs[index]))
+        parents: dict[tuple[str, str, str], float] = defaultdict(float)
+        cocos: dict[str, float] = defaultdict(float)
+        for c, p in zip(self.classes, probs):
+            if c.parent_en:
+                parents[(c.parent_en, c.parent_zh, c.category)] += float(p)
+            if c.coco:
+                cocos[c.coco] += float(p)
+        coco_words = coco_by_name()
+        for (en, zh, category), p in parents.items():
+            if en not in coco_words:  # a COCO parent is given below, under COCO's own word
+                add(en, zh, category, "object", p)
+        for name, p in cocos.items():
+            en, zh, category = coco_words[name]
+            add(en, zh, category, "object", p)
+        for en, (zh, p) in self.scene_probabilities(embedding).items():
+            if en != "other":
+                add(en, zh, "scene", "scene", p)
+        return list(out.values())
+
+
+@lru_cache(maxsize=2)
+def _load(path: str) -> Classifier:
+    return Classifier(Path(path))
+
+
+def classifier(models_dir: Path | None = None) -> Classifier:
+    """The classifier converted into `models_dir`, shared per process; AIS.0007 when it was not set up."""
+    if models_dir is None:
+        from ..models.fetch import default_models_dir
+
+        models_dir = default_models_dir()
+    path = Path(models_dir) / MODEL_FILE
+    if not path.exists():
+        raise ApiError.of("AIS.0007", "classifier model not set up")
+    with _lock:
+        return _load(str(path))
+
+
+assert all(c.category in CATEGORIES for c in imagenet_classes())

@@ -1,0 +1,178 @@
+"""The 1000-class classifier: our torch-free checkpoint reader, the ONNX builder, the label table, real tags."""
+from __future__ import annotations
+
+import pickle
+import struct
+import sys
+import types
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+from imgrec.engines.labels import CATEGORIES, COCO, imagenet_classes
+from imgrec.models.torch_legacy import MAGIC, PROTOCOL, load_state_dict
+
+
+def write_legacy_checkpoint(path, state: dict[str, np.ndarray]) -> None:
+    """What torch.save(..., _use_new_zipfile_serialization=False) writes, made without torch: a stand-in
+    `torch` module gives the pickles the class and function names a real file carries."""
+    torch = types.ModuleType("torch")
+    utils = types.ModuleType("torch._utils")
+    storage_types = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage"}
+    for name in storage_types.values():
+        setattr(torch, name, type(name, (), {"__module__": "torch", "__qualname__": name}))
+
+    def _rebuild_tensor_v2(*args):  # never called: only its name is written
+        raise AssertionError
+
+    _rebuild_tensor_v2.__module__ = "torch._utils"
+    _rebuild_tensor_v2.__qualname__ = "_rebuild_tensor_v2"
+    utils._rebuild_tensor_v2 = _rebuild_tensor_v2
+    torch._utils = utils
+
+    class Storage:
+        def __init__(self, key, array):
+            self.key, self.array = key, array
+
+    class Tensor:
+        def __init__(self, storage, offset, size, stride):
+            self.args = (storage, offset, size, stride, False, OrderedDict())
+
+        def __reduce__(self):
+            return _rebuild_tensor_v2, self.args
+
+    class Writer(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, Storage):
+                kind = getattr(torch, storage_types[obj.array.dtype])
+                return ("storage", kind, obj.key, "cpu", obj.array.size)
+            return None
+
+    storages, tensors = [], OrderedDict()
+    for i, (name, array) in enumerate(state.items()):
+        flat = np.ascontiguousarray(array).reshape(-1)
+        if array.ndim == 2:  # stored transposed, read through its strides, as torch does for views
+            flat = np.ascontiguousarray(array.T).reshape(-1)
+            stride = (1, array.shape[0])
+        else:
+            stride = tuple(int(np.prod(array.shape[d + 1:])) for d in range(array.ndim))
+        storage = Storage(str(i), flat)
+        storages.append(storage)
+        tensors[name] = Tensor(storage, 0, array.shape, stride)
+    saved = {k: sys.modules.get(k) for k in ("torch", "torch._utils")}
+    sys.modules.update({"torch": torch, "torch._utils": utils})
+    try:
+        with open(path, "wb") as fh:
+            for header in (MAGIC, PROTOCOL, {"protocol_version": PROTOCOL, "little_endian": True}):
+                pickle.dump(header, fh, protocol=2)
+            Writer(fh, protocol=2).dump(tensors)
+            pickle.dump([s.key for s in storages], fh, protocol=2)
+            for storage in storages:
+                fh.write(struct.pack("<q", storage.array.size))
+                fh.write(storage.array.tobytes())
+    finally:
+        for key, module in saved.items():
+            if module is None:
+                sys.modules.pop(key, None)
+            else:
+                sys.modules[key] = module
+
+
+def test_the_reader_recovers_arrays_from_a_checkpoint_made_here(tmp_path):
+    rng = np.random.default_rng(0)
+    state = {"conv.weight": rng.normal(size=(4, 3, 3, 3)).astype(np.float32),
+             "fc.weight": rng.normal(size=(5, 7)).astype(np.float32),
+             "bn.num_batches_tracked": np.array([12], np.int64)}
+    write_legacy_checkpoint(tmp_path / "small.pth", state)
+    loaded = load_state_dict(tmp_path / "small.pth")
+    assert set(loaded) == set(state)
+    for name, array in state.items():
+        assert loaded[name].dtype == array.dtype and np.array_equal(loaded[name], array), name
+
+
+def test_the_reader_refuses_code_in_a_checkpoint(tmp_path):
+    with open(tmp_path / "evil.pth", "wb") as fh:
+        for header in (MAGIC, PROTOCOL, {"little_endian": True}):
+            pickle.dump(header, fh, protocol=2)
+        pickle.dump(OrderedDict(x=print), fh, protocol=2)  # a reference to builtins.print: not allowed
+    with pytest.raises(pickle.UnpicklingError, match="not allowed"):
+        load_state_dict(tmp_path / "evil.pth")
+
+
+def test_the_onnx_builder_runs_on_lite0_shaped_weights(tmp_path):
+    import onnxruntime as ort
+
+    from imgrec.models.efficientnet import STAGES, build_onnx
+
+    rng = np.random.default_rng(1)
+    state: dict[str, np.ndarray] = {}
+
+    def conv(name, out, inp, k, depthwise=False):
+        state[f"{name}.weight"] = (rng.normal(size=(out, 1 if depthwise else inp, k, k)) * 0.1).astype(np.float32)
+
+    def bn(name, n):
+        state.update({f"{name}.weight": np.ones(n, np.float32), f"{name}.bias": np.zeros(n, np.float32),
+                      f"{name}.running_mean": np.zeros(n, np.float32), f"{name}.running_var": np.ones(n, np.float32)})
+
+    conv("_conv_stem", 32, 3, 3)
+    bn("_bn0", 32)
+    block = 0
+    for repeats, k, _stride, expand, c_in, c_out in STAGES:
+        for r in range(repeats):
+            cin = c_in if r == 0 else c_out
+            p = f"_blocks.{block}"
+            if expand != 1:
+                conv(f"{p}._expand_conv", cin * expand, cin, 1)
+                bn(f"{p}._bn0", cin * expand)
+            conv(f"{p}._depthwise_conv", cin * expand, cin * expand, k, depthwise=True)
+            bn(f"{p}._bn1", cin * expand)
+            conv(f"{p}._project_conv", c_out, cin * expand, 1)
+            bn(f"{p}._bn2", c_out)
+            block += 1
+    conv("_conv_head", 1280, 320, 1)
+    bn("_bn1", 1280)
+    state["_fc.weight"] = (rng.normal(size=(1000, 1280)) * 0.01).astype(np.float32)
+    state["_fc.bias"] = np.zeros(1000, np.float32)
+    model = build_onnx(state)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    logits, embedding = session.run(None, {"input": rng.normal(size=(1, 3, 224, 224)).astype(np.float32)})
+    assert logits.shape == (1, 1000) and embedding.shape == (1, 1280) and np.isfinite(logits).all()
+
+
+def test_the_label_table_is_complete():
+    classes = imagenet_classes()
+    assert [c.index for c in classes] == list(range(1000))
+    assert [c.wnid for c in classes] == sorted(c.wnid for c in classes)
+    assert all(c.en and c.zh and c.category in CATEGORIES and c.kind in ("object", "scene") for c in classes)
+    assert len({c.en for c in classes}) >= 995  # readable names, nearly all distinct
+    coco = {en for en, _, _ in COCO}
+    assert all(c.coco in coco for c in classes if c.coco)
+    by_name = {c.en: c for c in classes}
+    assert (by_name["Golden Retriever"].coco, by_name["tabby cat"].coco, by_name["laptop computer"].coco) == (
+        "dog", "cat", "laptop")
+
+
+def test_real_photos_get_their_imagenet_class_and_the_coco_word():
+    from imgrec import schemas
+    from imgrec.engines import EngineRegistry
+    from imgrec.settings import Settings
+    from tests.helpers import encode, photo
+
+    registry = EngineRegistry(Settings())
+
+    def tags(name: str, threshold: float = 30.0) -> dict[str, dict]:
+        data = encode(photo(name))
+        result = registry.get("image_tagging").run(data, schemas.spec("image_tagging").request(
+            {"threshold": threshold, "language": "en"}, image=data)).to_wire()["result"]
+        return {t["i18n_tag"]["en"]: t for t in result["tags"]}
+
+    chelsea = tags("chelsea")
+    assert "cat" in chelsea and {"tabby cat", "tiger cat", "Egyptian Mau"} & set(chelsea)
+    assert len([t for t in chelsea.values() if t["tag"] == "cat"]) == 1  # one "cat", detector and classifier
+    assert chelsea["cat"]["instances"]  # the detector's box kept on the merged tag
+    coffee = tags("coffee", threshold=20.0)
+    assert {"espresso", "cup"} & set(coffee)
+    zh = registry.get("image_tagging").run(encode(photo("chelsea")), schemas.spec("image_tagging").request(
+        {"threshold": 30.0}, image=encode(photo("chelsea")))).to_wire()["result"]["tags"]
+    assert "猫" in {t["tag"] for t in zh}
