@@ -57,39 +57,49 @@ def predict(w, b, x):
     return np.argmax(x @ w.T + b, axis=1)
 
 
+def dataset(data: Path) -> tuple[list[Path], np.ndarray]:
+    """The photos and their class index (the six scenes in SCENES' order, then "other")."""
+    files, labels = [], []
+    for i, scene in enumerate(SCENES):
+        found = sorted((data / "scene-dev" / scene).glob("*.jpg"))
+        files += found
+        labels += [i] * len(found)
+    others = sorted((data / "imagenet-dev").glob("*.JPEG"))
+    return files + others, np.array(labels + [len(SCENES)] * len(others))
+
+
+def folds(count: int, k: int = 5) -> np.ndarray:
+    return np.random.default_rng(0).permutation(count) % k
+
+
+def head(x_raw: np.ndarray, y: np.ndarray) -> tuple:
+    """(weight, bias, mean, scale, en, zh) as the engine loads them."""
+    mean, scale = x_raw.mean(0), x_raw.std(0) + 1e-6
+    w, b = fit((x_raw - mean) / scale, y, len(SCENES) + 1)
+    return (w.astype(np.float32), b.astype(np.float32), mean.astype(np.float32), scale.astype(np.float32),
+            [SCENES[n][0] for n in SCENES] + [OTHER[0]], [SCENES[n][1] for n in SCENES] + [OTHER[1]])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "eval")
     args = parser.parse_args()
     names = list(SCENES) + [OTHER[0]]
-    files, labels = [], []
-    for i, scene in enumerate(SCENES):
-        found = sorted((args.data / "scene-dev" / scene).glob("*.jpg"))
-        files += found
-        labels += [i] * len(found)
-    others = sorted((args.data / "imagenet-dev").glob("*.JPEG"))
-    files += others
-    labels += [len(SCENES)] * len(others)
-    y = np.array(labels)
+    files, y = dataset(args.data)
     x_raw = embeddings(files)
-    rng = np.random.default_rng(0)
-    folds = rng.permutation(len(y)) % 5
+    folds_of = folds(len(y))
     correct = np.zeros(len(y), bool)
     for k in range(5):
-        train, test = folds != k, folds == k
+        train, test = folds_of != k, folds_of == k
         mean, scale = x_raw[train].mean(0), x_raw[train].std(0) + 1e-6
         w, b = fit((x_raw[train] - mean) / scale, y[train], len(names))
         correct[test] = predict(w, b, (x_raw[test] - mean) / scale) == y[test]
     for i, name in enumerate(names):
         print(f"{name:10s} cross-validated accuracy {correct[y == i].mean():.3f} ({(y == i).sum()} photos)")
     print(f"scenes only: {correct[y < len(SCENES)].mean():.3f}; all: {correct.mean():.3f}")
-    mean, scale = x_raw.mean(0), x_raw.std(0) + 1e-6
-    w, b = fit((x_raw - mean) / scale, y, len(names))
+    w, b, mean, scale, en, zh = head(x_raw, y)
     target = ROOT / "imgrec" / "engines" / "weights" / "scene_head.npz"
-    en = [SCENES[n][0] for n in SCENES] + [OTHER[0]]
-    zh = [SCENES[n][1] for n in SCENES] + [OTHER[1]]
-    np.savez(target, weight=w.astype(np.float32), bias=b.astype(np.float32), mean=mean.astype(np.float32),
-             scale=scale.astype(np.float32), en=np.array(en), zh=np.array(zh))
+    np.savez(target, weight=w, bias=b, mean=mean, scale=scale, en=np.array(en), zh=np.array(zh))
     print(f"wrote {target}")
     return 0
 

@@ -1,14 +1,19 @@
 """Recapture detection: is this a first-hand photo, or a photo of a screen or a print?
 
-A small MLP over spectral, noise and tone features (recapture_features.py), trained by this project on
-recaptures it synthesises from real photographs (training/train_recapture.py; weights in weights/).
-p = P(recapture). With the request's threshold t (default 0.95): p >= t -> "false" (recaptured);
-1 - p >= t -> "true" (genuine); otherwise "uncertainty". `score` is the confidence of that verdict,
-`detail` carries p itself, as the reference defines them.
+A logistic head over the classifier's embedding of the photo (what it shows) and the spectral, noise and
+tone features of recapture_features.py (how it was captured: moiré, subpixel grids, halftone, glare),
+trained on real recaptures (phone photos of screens, webcam shots of printed faces) against genuine photos
+and calibrated so that its output p = P(recaptured) is a frequency (training/train_recapture_head.py;
+weights/recapture_head.npz). With the request's threshold t (default 0.95): p >= t -> "false"
+(recaptured); 1 - p >= t -> "true" (genuine); otherwise "uncertainty". A higher threshold asks for more
+certainty before either verdict. `score` is the confidence of that verdict, `detail` carries p itself, as
+the reference defines them.
 """
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from imgrec.schemas import recapture_detect as schema
 from imgrec.schemas.common import ParsedRequest
@@ -16,9 +21,18 @@ from imgrec.schemas.errors import ApiError
 
 from .base import image_info
 from .imaging import decode
-from .recapture_features import Classifier, features
+from .recapture_features import features
 
-WEIGHTS = Path(__file__).parent / "weights" / "recapture_mlp.npz"
+WEIGHTS = Path(__file__).parent / "weights" / "recapture_head.npz"
+
+
+def engine_features(data: bytes, info, models_dir) -> np.ndarray:
+    """What the head reads: the classifier's 1280-d embedding of the whole photo (what it shows: a screen's
+    bezel, a print's paper and edges) and the spectral / noise / tone features (how it was captured)."""
+    from .classifier import classifier
+
+    rgb = decode(data, info, max_side=1536)
+    return np.concatenate([classifier(models_dir).predict(rgb)[1], features(rgb)]).astype(np.float32)
 
 
 def verdict(p: float, threshold: float) -> tuple[str, str, float]:
@@ -35,17 +49,26 @@ class RecaptureDetectEngine:
     def __init__(self, registry):
         if not WEIGHTS.exists():
             raise ApiError.of("AIS.0007", f"{WEIGHTS.name} is missing")
-        self.classifier = Classifier.load(WEIGHTS)
+        with np.load(WEIGHTS) as head:
+            self.weight, self.bias = head["weight"], float(head["bias"])
+            self.mean, self.scale = head["mean"], head["scale"]
+        self.models_dir = registry.settings.models_dir
 
     @staticmethod
     def problem(settings) -> str | None:
-        return None if WEIGHTS.is_file() else f"{WEIGHTS} is missing"
+        from .classifier import MODEL_FILE
 
-    def probability(self, rgb) -> float:
-        return float(self.classifier.probability(features(rgb))[0])
+        if not WEIGHTS.is_file():
+            return f"{WEIGHTS} is missing"
+        model = Path(settings.models_dir) / MODEL_FILE
+        return None if model.is_file() else f"model {model} is not set up: run scripts/setup.sh"
+
+    def probability(self, x: np.ndarray) -> float:
+        z = float(((x - self.mean) / self.scale) @ self.weight + self.bias)
+        return 1.0 / (1.0 + np.exp(-z))
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
-        p = self.probability(decode(data, image_info(data, request, self.spec), max_side=1536))
+        p = self.probability(engine_features(data, image_info(data, request, self.spec), self.models_dir))
         suggestion, category, score = verdict(p, request.params["threshold"])
         return schema.Response(result=schema.Result(
             suggestion=suggestion, category=category, score=f"{score:.4f}",

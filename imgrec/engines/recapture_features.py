@@ -7,7 +7,7 @@ contrast, raised black level). We measure:
   bands: log(max / median) and the share of energy in the top 0.2% of bins (periodic patterns make sharp peaks);
 - the noise residual's spread and tails; Laplacian sharpness;
 - tone: black level, highlight clipping, contrast, saturation, and a smooth-illumination (glare) gradient.
-The same function feeds training (training/train_recapture.py) and the engine.
+The same function feeds training (training/train_recapture_head.py) and the engine.
 """
 from __future__ import annotations
 
@@ -79,21 +79,3 @@ def features(rgb: np.ndarray) -> np.ndarray:
     out += [float(lo), float(hi), float(hi - lo), float((gray > 0.98).mean()), float(hsv[..., 1].mean()),
             float(hsv[..., 1].std()), float(illumination.max() - illumination.min())]
     return np.asarray(out, np.float32)
-
-
-class Classifier:
-    """A small MLP (features -> 16 tanh -> 1 sigmoid) stored as plain numpy arrays."""
-
-    def __init__(self, params: dict[str, np.ndarray]):
-        self.p = params
-
-    @classmethod
-    def load(cls, path) -> "Classifier":
-        with np.load(path) as data:
-            return cls({k: data[k] for k in data.files})
-
-    def probability(self, x: np.ndarray) -> np.ndarray:
-        z = (np.atleast_2d(x) - self.p["mean"]) / self.p["std"]
-        hidden = np.tanh(z @ self.p["w1"] + self.p["b1"])
-        logit = hidden @ self.p["w2"] + self.p["b2"]
-        return 1.0 / (1.0 + np.exp(-logit.reshape(-1)))
