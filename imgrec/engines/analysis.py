@@ -17,7 +17,7 @@ from imgrec.schemas.common import ImageInfo
 
 from .classifier import MODEL_FILE as CLASSIFIER_FILE
 from .classifier import classifier
-from .detector import Detection, detector
+from .detector import Detection, calibrated, detector
 from .imaging import decode_scaled
 from .faces import face_models
 from .scene import Candidate, code_tags, colour_tags, document_tags, face_tags, lighting_tags
@@ -51,9 +51,9 @@ def object_candidates(detections: list[Detection], scale: float) -> list[Candida
     out = []
     for class_id, items in by_class.items():
         en, zh, category = items[0].label
-        boxes = [(d.x1 * scale, d.y1 * scale, d.width * scale, d.height * scale, round(d.score * 100, 2))
+        boxes = [(d.x1 * scale, d.y1 * scale, d.width * scale, d.height * scale, round(calibrated(d.score) * 100, 2))
                  for d in items]
-        out.append(Candidate(en, zh, category, "object", round(max(d.score for d in items) * 100, 2), boxes))
+        out.append(Candidate(en, zh, category, "object", max(box[4] for box in boxes), boxes))
     return out
 
 

@@ -143,6 +143,21 @@ class NanoDet:
 
 
 _lock = threading.Lock()
+CALIBRATION = Path(__file__).parent / "weights" / "detector_calibration.npz"
+
+
+@lru_cache(maxsize=1)
+def _calibration() -> tuple[np.ndarray, np.ndarray]:
+    with np.load(CALIBRATION) as knots:
+        return knots["raw"], knots["probability"]
+
+
+def calibrated(score: float) -> float:
+    """NanoDet's raw score as the probability that the class is in the photo (training/calibrate_detector.py,
+    isotonic on COCO photos): the confidence every API reports for a detector object. Monotone, so boxes and
+    rankings are NanoDet's own; ties within a step keep the raw order through a negligible raw term."""
+    raw, probability = _calibration()
+    return float(np.interp(score, raw, probability, left=probability[0], right=probability[-1])) + 1e-4 * score
 
 
 @lru_cache(maxsize=2)
