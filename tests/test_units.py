@@ -243,3 +243,12 @@ def test_token_bucket_keeps_no_more_than_its_burst(monkeypatch):
     bucket = TokenBucket(2.0, burst=3)
     clock[0] += 60  # a long idle time earns at most `burst` immediate requests
     assert [bucket.reserve() for _ in range(4)] == [0.0, 0.0, 0.0, 0.5]
+
+
+@pytest.mark.parametrize("base,prefix,joined", [
+    ("shop", "2026/10/", "shop/2026/10/"), ("shop/", "/2026/10/", "shop/2026/10/"), ("", "2026/10", "2026/10"),
+    ("shop", "", "shop/"), ("", "", ""), ("a//", "//b/", "a/b/")])
+def test_a_sources_prefix_is_a_folder_for_s3_and_obs_alike(base, prefix, joined):
+    from imgrec.connectors.storage import join_prefix
+
+    assert join_prefix(base, prefix) == joined  # S3Storage lists s3:// and obs:// sources with this prefix
