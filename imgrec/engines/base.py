@@ -42,6 +42,13 @@ class Engine(Protocol):
         there, a model file not set up), found without loading anything; None when it can work."""
 
 
+def folder_problem(folder, setting: str) -> str | None:
+    """A configured folder (gallery, music library) that is not there; None when unset or present."""
+    from pathlib import Path
+
+    return f"{setting} {folder} is not a folder" if folder is not None and not Path(folder).is_dir() else None
+
+
 def image_info(data: bytes, request: ParsedRequest, spec: ApiSpec) -> ImageInfo:
     """The image's header checked against the endpoint's limits, parsed once per call path: the recognizer
     (or the pipeline before it) has normally done it; an engine called directly does it here."""

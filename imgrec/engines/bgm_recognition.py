@@ -13,6 +13,7 @@ from imgrec.schemas.common import ParsedRequest
 from imgrec.schemas.errors import ApiError
 
 from .audio import FingerprintIndex, decode_audio
+from .base import folder_problem
 
 log = logging.getLogger("imgrec.engines.bgm")
 AUDIO_SUFFIXES = {".mp3", ".wav", ".flac", ".ogg", ".m4a", ".aac", ".mp4", ".mov", ".opus", ".webm"}
@@ -47,10 +48,7 @@ class BgmRecognitionEngine:
 
     @staticmethod
     def problem(settings) -> str | None:
-        library = settings.bgm.library
-        if library is not None and not Path(library).is_dir():
-            return f"[bgm] library {library} is not a folder"
-        return None
+        return folder_problem(settings.bgm.library, "[bgm] library")
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         samples = decode_audio(data, require_mp4=True)

@@ -18,7 +18,7 @@ from imgrec.schemas import celebrity_recognition as schema
 from imgrec.schemas.common import ANY_IMAGE, ParsedRequest, inspect_image
 from imgrec.schemas.errors import ApiError
 
-from .base import image_info
+from .base import folder_problem, image_info
 from .imaging import decode, decode_scaled
 from .faces import face_models
 
@@ -95,10 +95,7 @@ class CelebrityRecognitionEngine:
 
     @staticmethod
     def problem(settings) -> str | None:
-        gallery = settings.celebrity.gallery
-        if gallery is not None and not Path(gallery).is_dir():
-            return f"[celebrity] gallery {gallery} is not a folder"
-        return None
+        return folder_problem(settings.celebrity.gallery, "[celebrity] gallery")
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         threshold = request.params["threshold"]
