@@ -77,9 +77,10 @@ def sign(method: str, url_path: str, headers: dict[str, str], body: bytes, acces
     """Return the headers with X-Sdk-Date and Authorization added. `headers` must already hold Host and every
     other header the request will carry that should be signed (Content-Type, User-Agent, X-Project-Id...)."""
     out = dict(headers)
-    content_type = next((v for k, v in out.items() if k.lower() == "content-type"), "")
-    if content_type and not content_type.startswith(("application/json", "application/bson")):
-        out[HEADER_CONTENT] = UNSIGNED
+    content_type = next((v for k, v in out.items() if k.lower() == "content-type"), "").lower()
+    declared = any(k.lower() == HEADER_CONTENT.lower() for k in out)
+    if content_type and not declared and not content_type.startswith(("application/json", "application/bson")):
+        out[HEADER_CONTENT] = UNSIGNED  # as the SDK does for uploads; a caller may declare the hash instead
     if not any(k.lower() == "x-sdk-date" for k in out):
         out[HEADER_DATE] = (now or datetime.now(timezone.utc)).strftime(DATE_FORMAT)
     sdk_date = next(v for k, v in out.items() if k.lower() == "x-sdk-date")
@@ -145,12 +146,14 @@ def verify(method: str, path: str, query, headers: Mapping[str, str], body: byte
     if declared is not None:
         if HEADER_CONTENT.lower() not in auth.signed_headers:
             raise SignatureError("X-Sdk-Content-Sha256 is not signed")
-        is_json = lowered.get("content-type", "").startswith("application/json")
-        if declared == UNSIGNED and is_json:
-            raise SignatureError("a JSON body must be signed")
+        # Only a multipart upload may leave its body unsigned (the SDK's UNSIGNED-PAYLOAD); every other body
+        # the service would parse as JSON, so it must be covered. Media types compare case-insensitively.
+        is_multipart = lowered.get("content-type", "").strip().lower().startswith("multipart/form-data")
+        if declared == UNSIGNED and not is_multipart:
+            raise SignatureError("only a multipart upload may be sent as UNSIGNED-PAYLOAD")
         if declared != UNSIGNED and declared != hashlib.sha256(body).hexdigest():
             raise SignatureError("payload hash mismatch")
     canon = canonical_request(method, path, query, lowered, auth.signed_headers, body)
     expected = signature(secret_key, string_to_sign(canon, lowered["x-sdk-date"]))
-    if not hmac.compare_digest(expected, auth.signature):
+    if not hmac.compare_digest(expected.encode(), auth.signature.encode("utf-8", "replace")):
         raise SignatureError("signature mismatch")

@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import socket
 import time
+import zlib
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -68,12 +69,17 @@ class UrlFetcher:
                     url = urljoin(url, hop.location)
                 except asyncio.TimeoutError:
                     raise ApiError.of("AIS.0029", "download timed out") from None
+                except (httpx.InvalidURL, httpx.UnsupportedProtocol, ValueError, UnicodeError):
+                    # a URL (or a redirect's Location) that httpx cannot even parse: the reference's bad URL
+                    raise ApiError.of("AIS.0022", "malformed URL") from None
                 except httpx.HTTPError as exc:
                     raise ApiError.of("AIS.0029", type(exc).__name__) from None
         raise ApiError.of("AIS.0029", "too many redirects")
 
     async def _get(self, client: httpx.AsyncClient, url: str, max_bytes: int, address: str | None) -> bytes:
-        target, headers, extensions = httpx.URL(url), {}, {}
+        # Bodies are read raw and decoded here, one layer at most, counted as they inflate: httpx would decode
+        # every listed encoding without a limit (a 2 KB `gzip, gzip` body can hold 1 GB of zeros).
+        target, headers, extensions = httpx.URL(url), {"Accept-Encoding": "identity"}, {}
         if address is not None:  # connect to the checked address; the server still sees its own name
             headers["Host"] = target.netloc.decode("ascii")
             extensions["sni_hostname"] = target.host
@@ -89,10 +95,40 @@ class UrlFetcher:
             declared = resp.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise ApiError.of("AIS.0023", "declared size over the limit")
-            data = await read_capped(resp.aiter_bytes(), max_bytes, "AIS.0023")
+            encodings = [e.strip().lower() for e in resp.headers.get("content-encoding", "").split(",") if e.strip()]
+            encodings = [e for e in encodings if e != "identity"]
+            if len(encodings) > 1 or (encodings and encodings[0] not in _WBITS):
+                raise ApiError.of("AIS.0029", f"unsupported content encoding {', '.join(encodings)}")
+            chunks = resp.aiter_raw()
+            if encodings:
+                chunks = _inflated(chunks, _WBITS[encodings[0]], max_bytes)
+            data = await read_capped(chunks, max_bytes, "AIS.0023")
         if not data:
             raise ApiError.of("AIS.0025")
         return data
+
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+async def _inflated(chunks, wbits: int, limit: int):
+    """Decompress a streamed body, never holding more than `limit` + 1 decoded bytes: the caller's cap
+    then refuses it (AIS.0023) as soon as the decoded size passes the limit."""
+    inflater = zlib.decompressobj(wbits)
+    produced = 0
+    try:
+        async for chunk in chunks:
+            data = chunk
+            while data:
+                out = inflater.decompress(data, limit + 1 - produced)
+                produced += len(out)
+                yield out
+                if produced > limit:
+                    return
+                data = inflater.unconsumed_tail
+        yield inflater.flush()
+    except zlib.error:
+        raise ApiError.of("AIS.0029", "corrupt compressed body") from None
 
 
 async def read_capped(chunks, limit: int, code: str) -> bytes:

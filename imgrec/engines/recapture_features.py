@@ -31,8 +31,11 @@ def _patches(img: np.ndarray, count: int = 4) -> list[np.ndarray]:
     if h < PATCH or w < PATCH:
         import cv2
 
+        # Each side up to at least PATCH, neither beyond its own length or 4 patches: a 4096 x 1 strip (the
+        # reference allows a 1-px side) must not become a 1,048,576-px-wide array.
         scale = PATCH / min(h, w)
-        img = cv2.resize(img, (max(PATCH, round(w * scale)), max(PATCH, round(h * scale))),
+        img = cv2.resize(img, (min(max(PATCH, round(w * scale)), max(PATCH, w, 4 * PATCH)),
+                               min(max(PATCH, round(h * scale)), max(PATCH, h, 4 * PATCH))),
                          interpolation=cv2.INTER_LINEAR)
         h, w = img.shape[:2]
     ys = np.linspace(0, h - PATCH, 2).astype(int)
@@ -59,7 +62,7 @@ def features(rgb: np.ndarray) -> np.ndarray:
     h, w = rgb.shape[:2]
     scale = 768 / max(h, w)
     if scale < 1:
-        rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     img = rgb.astype(np.float32) / 255.0
     gray = img.mean(axis=2)
     high = gray - cv2.GaussianBlur(gray, (0, 0), 2.0)

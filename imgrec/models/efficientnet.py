@@ -140,7 +140,8 @@ def preprocess(rgb: np.ndarray) -> np.ndarray:
 
     h, w = rgb.shape[:2]
     scale = 256 / min(h, w)
-    resized = cv2.resize(rgb, (max(INPUT, round(w * scale)), max(INPUT, round(h * scale))),
+    # the long side capped at 4 x 256: a 4096 x 1 strip would otherwise become a million pixels wide
+    resized = cv2.resize(rgb, (min(max(INPUT, round(w * scale)), 1024), min(max(INPUT, round(h * scale)), 1024)),
                          interpolation=cv2.INTER_CUBIC)
     top, left = (resized.shape[0] - INPUT) // 2, (resized.shape[1] - INPUT) // 2
     crop = resized[top:top + INPUT, left:left + INPUT].astype(np.float32)

@@ -229,7 +229,7 @@ class ImageRecognitionService:
         if self.gateway is not None and not self.gateway.allow():
             raise ApiError.of("APIG.0308")
         content_type = headers.get("content-type", "")
-        file_upload = content_type.startswith("multipart/form-data")
+        file_upload = content_type.strip().lower().startswith("multipart/form-data")
         if file_upload:
             if spec.input != "image_or_file":
                 raise ApiError.of("AIS.0014", "this endpoint takes a JSON body")

@@ -57,7 +57,11 @@ class Authenticator:
             user = identity["password"]["user"]
             domain = user["domain"]["name"] if "name" in user["domain"] else user["domain"]["id"]
             name, password = user["name"], user["password"]
+            if not all(isinstance(v, str) for v in (domain, name, password)):
+                raise TypeError("domain, name and password must be strings")
             scope = body["auth"].get("scope", {}).get("project", {})  # type: ignore[union-attr]
+            if not isinstance(scope, dict):  # {"project": "x"}: a malformed body, not a server error
+                raise TypeError("scope.project must be an object")
         except (KeyError, TypeError, AttributeError):
             raise ApiError(code="IAM.0001", status=400, message="The request body is invalid.",
                            retryable=False) from None
@@ -92,7 +96,9 @@ class Authenticator:
             raise ApiError.of("APIG.0301", "malformed token")
         payload, _, mac = token[len(TOKEN_PREFIX):].partition(".")
         expected = _b64(hmac.new(self._token_key, payload.encode(), hashlib.sha256).digest())
-        if not hmac.compare_digest(expected, mac):
+        # bytes, not str: compare_digest refuses non-ASCII strings with a TypeError (a 500), e.g. a MAC
+        # ending in byte 0xff as the header arrives decoded as latin-1
+        if not hmac.compare_digest(expected.encode(), mac.encode("utf-8", "replace")):
             raise ApiError.of("APIG.0301", "token signature invalid")
         try:
             claims = json.loads(_unb64(payload))
