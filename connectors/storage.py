@@ -7,6 +7,7 @@ AWS_ACCESS_KEY_ID, profiles); `obs://` defaults to the OBS endpoint of the confi
 from __future__ import annotations
 
 import os
+import stat as stat_module
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -21,6 +22,11 @@ class ObjectInfo:
     size: int
     etag: str
     last_modified: datetime
+    # A listed entry that cannot be read as an image file (a dangling or looping link, a FIFO, a name that is
+    # not UTF-8...): recorded as the run's error for it instead of being opened. `problem_retryable`: it may
+    # heal by itself (permissions), so the next run tries again.
+    problem: str = ""
+    problem_retryable: bool = False
 
     @property
     def fingerprint(self) -> str:
@@ -36,7 +42,8 @@ class Storage(Protocol):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
 
-    def read(self, key: str) -> bytes: ...
+    def read(self, key: str, limit: int | None = None) -> bytes:
+        """The object's bytes; with `limit`, at most limit + 1 of them (enough to know it is too large)."""
 
     def url_for(self, key: str, expires_s: int = 3600) -> str: ...
 
@@ -76,25 +83,92 @@ class FolderStorage:
         return path
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every image-named entry under the root, in key order. Entries that cannot be read as a regular
+        file inside the folder are listed with their `problem`, never skipped silently or opened."""
         wanted = join_prefix("", prefix)
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        unreadable: list[str] = []
+        walk = os.walk(self.root, onerror=lambda err: unreadable.append(err.filename or ""))
+        for dirpath, dirnames, filenames in walk:
             dirnames.sort()
+            for folder in unreadable:  # os.walk reports a folder it cannot open through onerror
+                key = _key_of(Path(folder), self.root) + "/"
+                if key.startswith(wanted) or wanted.startswith(key):
+                    yield _problem(key, "the folder cannot be read", retryable=True)
+            unreadable.clear()
             for name in sorted(filenames):
                 path = Path(dirpath) / name
-                if path.is_symlink() and not path.resolve().is_relative_to(self.root):
-                    continue  # a link pointing out of the source folder is not part of the catalog
-                key = path.relative_to(self.root).as_posix()
+                key = _key_of(path, self.root)
                 if not key.startswith(wanted) or not is_image_key(key):
                     continue
-                stat = path.stat()
-                yield ObjectInfo(key, stat.st_size, f"{stat.st_size:x}-{stat.st_mtime_ns:x}",
-                                 datetime.fromtimestamp(stat.st_mtime, timezone.utc))
+                yield self._entry(path, key)
+        for folder in unreadable:  # the root's own sub-folders reported after the last step
+            yield _problem(_key_of(Path(folder), self.root) + "/", "the folder cannot be read", retryable=True)
 
-    def read(self, key: str) -> bytes:
-        return self._path(key).read_bytes()
+    def _entry(self, path: Path, key: str) -> ObjectInfo:
+        try:
+            link = path.lstat()
+        except OSError as exc:
+            return _problem(key, f"the entry cannot be examined ({type(exc).__name__})", retryable=True)
+        if _surrogates(key):
+            return _problem(key, "the file name is not valid UTF-8", stat=link)
+        if stat_module.S_ISLNK(link.st_mode):
+            try:
+                target = path.resolve(strict=True)
+            except FileNotFoundError:
+                return _problem(key, "the link points at nothing (dangling)", stat=link)
+            except (RuntimeError, OSError):
+                return _problem(key, "the link loops", stat=link)
+            if not target.is_relative_to(self.root):
+                return _problem(key, "the link leads out of the source folder", stat=link)
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            return _problem(key, f"the entry cannot be examined ({type(exc).__name__})", stat=link, retryable=True)
+        if not stat_module.S_ISREG(stat.st_mode):
+            return _problem(key, "not a regular file (a FIFO, socket or device)", stat=stat)
+        if not os.access(path, os.R_OK):
+            return _problem(key, "the file cannot be read (permissions)", stat=stat, retryable=True)
+        return ObjectInfo(key, stat.st_size, f"{stat.st_size:x}-{stat.st_mtime_ns:x}",
+                          datetime.fromtimestamp(stat.st_mtime, timezone.utc))
+
+    def read(self, key: str, limit: int | None = None) -> bytes:
+        """The file's bytes (at most `limit` + 1 of them, so an oversized file is refused without being held).
+        Only a regular file is read: opened non-blocking and checked, so a FIFO put in place after the
+        listing cannot hang the run."""
+        fd = os.open(self._path(key), os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+                raise PermissionError(f"{key!r} is not a regular file")
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                return fh.read() if limit is None else fh.read(limit + 1)
+        finally:
+            os.close(fd)
 
     def url_for(self, key: str, expires_s: int = 3600) -> str:
         raise ValueError("url mode needs a bucket source: a local folder has no URL a service can fetch")
+
+
+def _key_of(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _problem(key: str, why: str, stat: os.stat_result | None = None, retryable: bool = False) -> ObjectInfo:
+    """An entry that is listed but will not be opened. A name that is not UTF-8 is kept readable (escaped),
+    so its rows can be written; the entry's own size and time still make its fingerprint."""
+    if _surrogates(key):
+        key = os.fsencode(key).decode("utf-8", "backslashreplace")
+    size = stat.st_size if stat is not None else 0
+    mtime = stat.st_mtime if stat is not None else 0.0
+    return ObjectInfo(key, size, f"{size:x}-{int(mtime * 1e9):x}", datetime.fromtimestamp(mtime, timezone.utc),
+                      problem=why, problem_retryable=retryable)
 
 
 class S3Storage:
@@ -129,8 +203,10 @@ class S3Storage:
                     continue
                 yield ObjectInfo(key, int(item["Size"]), item.get("ETag", "").strip('"'), item["LastModified"])
 
-    def read(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+    def read(self, key: str, limit: int | None = None) -> bytes:
+        if limit is None:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        return self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")["Body"].read()
 
     def read_head(self, key: str, size: int) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{size - 1}")["Body"].read()

@@ -14,6 +14,7 @@ from .job import Job
 LISTING_SCHEMA = pa.schema([
     pa.field("key", pa.string()), pa.field("size", pa.int64()), pa.field("etag", pa.string()),
     pa.field("last_modified", pa.timestamp("us", tz="UTC")), pa.field("fingerprint", pa.string()),
+    pa.field("problem", pa.string()), pa.field("problem_retryable", pa.bool_()),
 ])
 BATCH = 10_000
 
@@ -43,7 +44,8 @@ def list_objects(storage: Storage, job: Job) -> int:
             if job.modified_until and obj.last_modified >= job.modified_until:
                 continue
             batch.append({"key": obj.key, "size": obj.size, "etag": obj.etag, "last_modified": obj.last_modified,
-                          "fingerprint": obj.fingerprint})
+                          "fingerprint": obj.fingerprint, "problem": obj.problem or None,
+                          "problem_retryable": obj.problem_retryable})
             count += 1
             failpoints.hit("listing")
             if len(batch) >= BATCH:

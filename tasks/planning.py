@@ -28,7 +28,7 @@ SKIPPED = 1_000_000  # local shard numbers from here on hold objects with nothin
 @dataclass(frozen=True)
 class Shard:
     index: int
-    path: str  # manifest Parquet: key, size, etag, last_modified, fingerprint, pending
+    path: str  # manifest Parquet: key, size, etag, last_modified, fingerprint, problem(_retryable), pending
     objects: int
     pending_calls: int
 
@@ -56,6 +56,7 @@ def plan_shards(job: Job) -> list[Shard]:
              plan AS (
                 SELECT l.key, any_value(l.size) AS size, any_value(l.etag) AS etag,
                        any_value(l.last_modified) AS last_modified, l.fingerprint,
+                       any_value(l.problem) AS problem, any_value(l.problem_retryable) AS problem_retryable,
                        coalesce(list(w.api ORDER BY w.api) FILTER (WHERE d.key IS NULL), []) AS pending
                 FROM listing l CROSS JOIN wanted w
                 LEFT JOIN done d ON d.api = w.api AND d.params_hash = w.params_hash AND d.key = l.key

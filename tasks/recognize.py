@@ -32,8 +32,9 @@ from .writing import commit_shard, shard_name
 log = logging.getLogger("imgrec.tasks.recognize")
 # Errors that describe the input itself: the same bytes will fail the same way, so the image is `invalid`
 # for that API and not retried by the next incremental run (it is, once it changes).
-INPUT_ERRORS = frozenset({"AIS.0015", "AIS.0020", "AIS.0021", "AIS.0023", "AIS.0025", "AIS.0204", "AIS.0205",
-                          "AIS.0502", "AIS.0503", "AIS.0504"})
+# AIS.0201 counts when it is not retryable: a listed entry that is no readable file (a dangling link...).
+INPUT_ERRORS = frozenset({"AIS.0015", "AIS.0020", "AIS.0021", "AIS.0023", "AIS.0025", "AIS.0201", "AIS.0204",
+                          "AIS.0205", "AIS.0502", "AIS.0503", "AIS.0504"})
 HEAD_BYTES = 256 * 1024  # enough of a file for its format and dimensions (url mode reads only this)
 
 
@@ -142,8 +143,8 @@ class _Reader:
     right away: at most one batch more than `concurrency` images is held in memory.
     """
 
-    def __init__(self, storage: Storage, keys: list[str], head_only: bool):
-        self._fetch = (lambda key: _read_head(storage, key)) if head_only else storage.read
+    def __init__(self, storage: Storage, keys: list[str], head_only: bool, limit: int | None = None):
+        self._fetch = (lambda key: _read_head(storage, key)) if head_only else (lambda key: storage.read(key, limit))
         self._batch = max(1, int(getattr(storage, "read_batch", 1)))
         self._keys = keys
         self._index = {key: i for i, key in enumerate(keys)}
@@ -200,8 +201,17 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
     params = {api: job.resolved_params(api) for api in job.apis}
     hashes = {api: job.params_hash(api) for api in job.apis}
     writer = _output_writer(job)
-    reader = _Reader(storage, [o["key"] for o in objects if o["pending"] and (job.mode == "inline" or o["size"])],
-                     head_only=job.mode != "inline")
+    # Inline, an image is read only when some pending API could take its listed size, and never more than the
+    # largest such size plus one byte: a 3 GiB file is refused from the listing, not after reading it.
+    raw_limit = max(schemas.spec(api).image.max_encoded_bytes * 3 // 4 for api in job.apis)
+
+    def readable(o: dict) -> bool:
+        if not o["pending"] or o.get("problem"):
+            return False
+        return o["size"] <= raw_limit if job.mode == "inline" else bool(o["size"])
+
+    reader = _Reader(storage, [o["key"] for o in objects if readable(o)], head_only=job.mode != "inline",
+                     limit=raw_limit)
     now = lambda: datetime.now(timezone.utc)  # noqa: E731
     breaker = breaker_for(job.run_id)
 
@@ -228,6 +238,11 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
             try:
                 if breaker.opened_by is not None:
                     raise breaker.refusal()  # the run cannot succeed: do not even read the image
+                if obj.get("problem"):  # listed, but no readable file: recorded, never opened
+                    raise ApiError(code="AIS.0201", status=0, message=obj["problem"], attempts=0,
+                                   retryable=bool(obj.get("problem_retryable")))
+                if job.mode == "inline" and obj["size"] > raw_limit:
+                    raise ApiError.of("AIS.0020", f"{obj['size']} bytes listed")  # not read at all
                 if job.mode == "inline":
                     data = head = await reader.read(obj["key"])
                 elif obj["size"] == 0:
