@@ -12,18 +12,19 @@ from imgrec.schemas import dark_enhance as schema
 from imgrec.schemas.common import ParsedRequest
 
 from .base import ImageOutput, transform_image
-from .imaging import guided_filter, radius_for, to_float, to_uint8
+from .imaging import banded, full_size_map, guided_filter, radius_for, to_float, work_copy
 
 
 def enhance(rgb: np.ndarray, brightness: float) -> np.ndarray:
-    img = to_float(rgb)
+    # The illumination map is smooth: estimated on a work copy of at most 2 MP, applied band by band.
+    img = to_float(work_copy(rgb))
     illumination = img.max(axis=2)
     grey = img.mean(axis=2)
     illumination = guided_filter(grey, illumination, radius_for(img.shape), 1e-3)
     illumination = np.clip(illumination, 0.02, 1.0)
     exponent = 0.15 + 0.75 * brightness
-    out = img / (illumination[..., None] ** exponent)
-    return to_uint8(out)
+    gain = full_size_map(illumination ** -exponent, *rgb.shape[:2])
+    return banded(rgb, lambda band, rows: band * gain[rows, :, None])
 
 
 class DarkEnhanceEngine:

@@ -12,7 +12,7 @@ from imgrec.schemas import defog as schema
 from imgrec.schemas.common import ParsedRequest
 
 from .base import ImageOutput, transform_image
-from .imaging import guided_filter, radius_for, to_float, to_uint8
+from .imaging import banded, full_size_map, guided_filter, radius_for, to_float, work_copy
 
 
 def dark_channel(img: np.ndarray, patch: int) -> np.ndarray:
@@ -30,16 +30,21 @@ def atmospheric_light(img: np.ndarray, dark: np.ndarray) -> np.ndarray:
 
 
 def defog(rgb: np.ndarray, gamma: float, natural_look: bool) -> np.ndarray:
-    img = to_float(rgb)
+    # Airlight and transmission are estimated on a work copy of at most 2 MP (the transmission is smooth
+    # after the guided filter) and applied to the full image band by band.
+    img = to_float(work_copy(rgb))
     patch = max(3, radius_for(img.shape, 0.01, 3, 15) * 2 + 1)
     air = atmospheric_light(img, dark_channel(img, patch))
     omega, floor = (0.85, 0.2) if natural_look else (0.95, 0.1)
     transmission = 1.0 - omega * dark_channel(img / air, patch)
     transmission = guided_filter(img.mean(axis=2), transmission, radius_for(img.shape, 0.03, 8, 60), 1e-3)
-    transmission = np.clip(transmission, floor, 1.0)[..., None]
-    scene = (img - air) / transmission + air
-    scene = np.clip(scene, 0.0, 1.0) ** (1.0 / gamma)
-    return to_uint8(scene)
+    transmission = full_size_map(np.clip(transmission, floor, 1.0), *rgb.shape[:2])
+
+    def recover(band: np.ndarray, rows: slice) -> np.ndarray:
+        scene = (band - air) / transmission[rows, :, None] + air
+        return np.clip(scene, 0.0, 1.0) ** (1.0 / gamma)
+
+    return banded(rgb, recover)
 
 
 class DefogEngine:

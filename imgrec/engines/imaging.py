@@ -25,35 +25,88 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     return cv2.ximgproc.guidedFilter(guide.astype(np.float32), src.astype(np.float32), radius, eps)
 
 
+# The image-out engines estimate their smooth maps (illumination, transmission) on a copy of at most this
+# many pixels and apply them to the full image a band of rows at a time: memory stays a few bytes a pixel
+# whatever the size (the maps are smooth, so the estimate at 2 MP is the estimate at full size).
+MAP_PIXELS = 2_000_000
+BAND_ROWS = 256
+
+
+def work_copy(rgb: np.ndarray, pixels: int = MAP_PIXELS) -> np.ndarray:
+    """`rgb` itself when small enough, else an area-averaged copy of at most `pixels` pixels."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    if h * w <= pixels:
+        return rgb
+    scale = (pixels / (h * w)) ** 0.5
+    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def full_size_map(small_map: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A map estimated on the work copy at the full image's size, as float16 (2 bytes a pixel)."""
+    import cv2
+
+    if small_map.shape == (height, width):
+        return small_map.astype(np.float32)
+    return cv2.resize(small_map.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float16)
+
+
+def banded(rgb: np.ndarray, fn) -> np.ndarray:
+    """`fn(float band, rows)` applied a band of rows at a time into a uint8 result: no full-size float copy."""
+    out = np.empty_like(rgb)
+    for top in range(0, rgb.shape[0], BAND_ROWS):
+        rows = slice(top, min(rgb.shape[0], top + BAND_ROWS))
+        out[rows] = to_uint8(fn(to_float(rgb[rows]), rows))
+    return out
+
+
 def radius_for(shape: tuple[int, ...], fraction: float = 0.02, lo: int = 4, hi: int = 60) -> int:
     return int(np.clip(round(min(shape[:2]) * fraction), lo, hi))
 
 
 # ---------------------------------------------------------------------------------------------- decoding
+# A full-resolution decode holds several full-size copies (the decoder's, RGB, an image-out API's result and
+# its encoder's; PIL's WebP decoder alone ~8 bytes a pixel): above this many pixels it is refused with the
+# reference's resolution code before any pixel is decoded, so one request cannot take gigabytes. That is
+# every image-out API's decode, and every non-JPEG decode (PIL decodes PNG, WebP and BMP whole); a JPEG an
+# engine wants smaller decodes reduced (draft mode) and has no such limit.
+FULL_DECODE_MAX_PIXELS = 40_000_000
+
+
 def decode_scaled(data: bytes, info: ImageInfo, max_side: int | None = None) -> tuple[np.ndarray, float]:
     """Decode to an RGB uint8 array (H, W, 3) and the factor from its pixels to the original image's
     (EXIF-oriented) pixels, so boxes found on a reduced decode map back to the caller's coordinates.
 
     `info` is the header already checked against the endpoint's limits (`inspect_image`), so decoding
-    never parses or checks it again. `max_side` lets an engine that works at a small size ask JPEG for a
-    reduced-scale decode (draft mode), which bounds memory and time on 10000-px inputs. Palette, alpha,
-    CMYK, 16-bit and greyscale inputs are converted; animated images use their first frame.
+    never parses or checks it again. `max_side` lets an engine that works at a small size get a reduced
+    image: JPEG decodes reduced (draft mode); other formats decode once and are reduced right away, before
+    any conversion copies them. Palette, alpha, CMYK, 16-bit and greyscale inputs are converted; animated
+    images use their first frame.
     """
     from PIL import Image, ImageOps
 
+    reduced_jpeg = bool(max_side) and info.format == "JPEG"
+    if not reduced_jpeg and info.width * info.height > FULL_DECODE_MAX_PIXELS:
+        raise ApiError.of("AIS.0205", f"{info.width}x{info.height}: at most {FULL_DECODE_MAX_PIXELS:,} pixels "
+                                      "are decoded whole")
     try:
         img = open_image(data)
         if max_side and img.format == "JPEG" and max(info.width, info.height) > 2 * max_side:
             scale = max_side / max(info.width, info.height)
             img.draft("RGB", (max(1, int(info.width * scale)), max(1, int(info.height * scale))))
         img.load()
+        factor = max(img.size) // max_side if max_side and max(img.size) >= 2 * max_side else 1
         rotated = img.format == "JPEG" and img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
         img = ImageOps.exif_transpose(img) if img.format == "JPEG" else img
         original_width = info.height if rotated else info.width
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(img, dtype=np.float64)
-            peak = arr.max() or 1.0
-            img = Image.fromarray((arr * (255.0 / max(peak, 255.0))).clip(0, 255).astype("uint8"))
+            arr = np.asarray(img)[::factor, ::factor]  # PIL cannot reduce 16-bit images: subsample
+            peak = int(arr.max()) or 1
+            shift = max(0, peak.bit_length() - 8)  # 16-bit to 8 by a shift: no float copy of the image
+            img = Image.fromarray((arr >> shift).clip(0, 255).astype(np.uint8))
+        elif factor > 1:  # reduce before converting: no full-size copies
+            img = img.reduce(factor)
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -1,4 +1,5 @@
-"""URL inputs that attack memory or the parser: compressed bombs, malformed URLs and redirects (issue 18)."""
+"""Inputs that attack memory or the parser: compressed URL bombs, huge dimensions in tiny files, malformed URLs
+and redirects (issue 18)."""
 from __future__ import annotations
 
 import asyncio
@@ -105,3 +106,65 @@ async def test_a_redirect_to_a_malformed_location_is_ais_0022():
     finally:
         server.close()
     assert info.value.code in ("AIS.0022", "AIS.0029")
+
+
+# ------------------------------------------------------------------------------ memory per request
+def _webp(side: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (90, 120, 200)).save(buf, "WEBP", lossless=True)  # a few KB whatever the side
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    from imgrec.recognizer import Recognizer
+    from imgrec.settings import Settings
+
+    return Recognizer(Settings())
+
+
+@pytest.mark.parametrize("api,side,outcome", [
+    ("defog", 10000, "AIS.0205"), ("media_tagging", 10000, "AIS.0205"), ("dark_enhance", 10000, "AIS.0205"),
+    ("defog", 6300, "ok"), ("media_tagging", 6300, "ok")])  # 6300 x 6300: the largest image decoded whole
+async def test_a_tiny_file_of_huge_dimensions_costs_bounded_memory(recognizer, api, side, outcome):
+    import time
+
+    from imgrec import schemas
+
+    data = _webp(side)
+    assert len(data) < 20_000
+    small = _webp(64)
+    await recognizer.execute(schemas.spec(api).request({}, image=small))  # engines and models loaded first
+    base = _current_rss_mb()
+    _peak_rss_reset()
+    started = time.monotonic()
+    try:
+        await recognizer.execute(schemas.spec(api).request({}, image=data))
+        result = "ok"
+    except ApiError as err:
+        result = err.code
+    assert result == outcome
+    assert time.monotonic() - started < 30
+    assert _peak_rss_mb() - base < 1000
+
+
+async def test_a_16_bit_png_is_decoded_without_a_float_copy(recognizer):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from imgrec import schemas
+
+    arr = np.zeros((6000, 6000), np.uint16)
+    arr[::7, ::5] = 65535
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    base = _current_rss_mb()
+    _peak_rss_reset()
+    await recognizer.execute(schemas.spec("media_tagging").request({}, image=buf.getvalue()))
+    assert _peak_rss_mb() - base < 400  # 72 MB of 16-bit pixels; the float64 path took 8 bytes a pixel
