@@ -126,6 +126,22 @@ def parse_authorization(value: str) -> ParsedAuthorization:
 def verify(method: str, path: str, query, headers: Mapping[str, str], body: bytes, secret_key: str,
            auth: ParsedAuthorization, max_skew_seconds: int = 900, now: datetime | None = None) -> None:
     """Raise SignatureError unless the request carries a valid, fresh signature by `secret_key`."""
+    check_headers(headers, auth, max_skew_seconds, now)
+    lowered = {k.lower(): v for k, v in headers.items()}
+    declared = lowered.get(HEADER_CONTENT.lower())
+    if declared is not None and declared != UNSIGNED and declared != hashlib.sha256(body).hexdigest():
+        raise SignatureError("payload hash mismatch")
+    canon = canonical_request(method, path, query, lowered, auth.signed_headers, body)
+    expected = signature(secret_key, string_to_sign(canon, lowered["x-sdk-date"]))
+    if not hmac.compare_digest(expected.encode(), auth.signature.encode("utf-8", "replace")):
+        raise SignatureError("signature mismatch")
+
+
+def check_headers(headers: Mapping[str, str], auth: ParsedAuthorization, max_skew_seconds: int = 900,
+                  now: datetime | None = None) -> None:
+    """What can be checked before the body arrives (no key involved, so no timing tells whether the access
+    key exists): the date and host signed, every signed header present, the date fresh, and an unsigned
+    body allowed only for a multipart upload."""
     lowered = {k.lower(): v for k, v in headers.items()}
     # The date and host must be covered by the signature, or a captured request could be replayed with a
     # new date or sent to another host.
@@ -151,9 +167,3 @@ def verify(method: str, path: str, query, headers: Mapping[str, str], body: byte
         is_multipart = lowered.get("content-type", "").strip().lower().startswith("multipart/form-data")
         if declared == UNSIGNED and not is_multipart:
             raise SignatureError("only a multipart upload may be sent as UNSIGNED-PAYLOAD")
-        if declared != UNSIGNED and declared != hashlib.sha256(body).hexdigest():
-            raise SignatureError("payload hash mismatch")
-    canon = canonical_request(method, path, query, lowered, auth.signed_headers, body)
-    expected = signature(secret_key, string_to_sign(canon, lowered["x-sdk-date"]))
-    if not hmac.compare_digest(expected.encode(), auth.signature.encode("utf-8", "replace")):
-        raise SignatureError("signature mismatch")

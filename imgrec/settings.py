@@ -76,6 +76,8 @@ class ServiceSettings(Section):
     max_body_bytes: int = 12 * MB
     engine_threads: int = 2  # engine calls run in a bounded thread pool
     rate_limit_per_second: float = 0.0  # gateway throttling (429 APIG.0308) per worker process; 0 = off
+    # /metrics and /ready answer anyone by default (scrapers, load balancers); false: credentials required
+    public_metrics: bool = True
 
 
 class LogSettings(Section):

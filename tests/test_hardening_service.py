@@ -94,3 +94,75 @@ def test_recapture_judges_a_one_pixel_strip():
         answer = client.post(f"/v2/{PROJECT}/image/recapture-detect",
                              json={"image": base64.b64encode(buf.getvalue()).decode()})
     assert answer.status_code == 200 and answer.json()["result"]["suggestion"] in ("true", "false", "uncertainty")
+
+
+def _rss_mb(pid: int) -> float:
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / (1 << 20)
+
+
+def test_callers_without_credentials_get_no_body_buffer(service):
+    """200 connections announce 11 MB bodies without credentials and send the first megabyte: each is refused
+    from its headers (401 before the body), the service's memory stays flat, /health keeps answering."""
+    import socket
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    host, port = urlsplit(service.base_url).hostname, urlsplit(service.base_url).port
+    before = _rss_mb(service.proc.pid)
+    head = (f"POST /v2/{PROJECT}/image/tagging HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {11 << 20}\r\n\r\n").encode()
+    sockets, answers = [], []
+    try:
+        for _ in range(200):
+            s = socket.create_connection((host, port), timeout=10)
+            s.sendall(head)
+            sockets.append(s)
+        for s in sockets:
+            try:
+                s.sendall(b"A" * (1 << 20))
+            except OSError:
+                pass  # the service may already have answered and closed
+        peak = _rss_mb(service.proc.pid)
+        assert httpx.get(service.base_url + "/health", timeout=10).status_code == 200
+        for s in sockets:
+            answers.append(s.recv(200))
+    finally:
+        for s in sockets:
+            s.close()
+    assert all(a.startswith(b"HTTP/1.1 401") for a in answers), answers[:3]
+    assert peak - before < 300, (before, peak)
+
+
+def test_an_unknown_access_key_is_refused_after_its_body_like_a_known_one(service):
+    """The body is hashed for an unknown key too (streamed, not kept), so timing does not reveal which keys
+    exist; the answer is the same 401."""
+    import httpx
+
+    path = f"/v2/{PROJECT}/image/tagging"
+    body = b'{"image": "' + b"A" * (4 << 20) + b'"}'
+    from urllib.parse import urlsplit
+
+    netloc = urlsplit(service.base_url).netloc
+    answers = {}
+    for name, (ak, sk) in {"known key, wrong secret": (AK, "not-the-secret"),
+                           "unknown key": ("AKUNKNOWNKEY0000", "whatever")}.items():
+        headers = signer.sign("POST", path, {"Content-Type": "application/json", "Host": netloc}, body, ak, sk)
+        answer = httpx.post(service.base_url + path, content=body, headers=headers, timeout=30)
+        answers[name] = (answer.status_code, answer.json()["error_code"])
+    assert set(answers.values()) == {(401, "APIG.0301")}, answers
+
+
+def test_metrics_and_ready_can_require_credentials():
+    settings = Settings(service={"public_metrics": False},
+                        users=[{"domain": DOMAIN, "name": USER, "password": PASSWORD, "project_id": PROJECT,
+                                "project_name": PROJECT_NAME}])
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        for path in ("/metrics", "/ready"):
+            assert client.get(path).status_code == 401
+        token = client.post("/v3/auth/tokens", json=_token_body({"name": PROJECT_NAME})).headers["X-Subject-Token"]
+        assert client.get("/metrics", headers={"X-Auth-Token": token}).status_code == 200
+        assert client.get("/ready", headers={"X-Auth-Token": token}).status_code == 200
+        assert client.get("/health").status_code == 200  # liveness stays open

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import random
@@ -81,6 +82,20 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError.of("APIG.0201", f"declared {declared} bytes")
     return await read_capped(request.stream(), limit, "APIG.0201")
+
+
+async def hash_body(request: Request, limit: int) -> str:
+    """SHA-256 of the body, read as it streams and not kept (an unknown access key's request)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError.of("APIG.0201", f"declared {declared} bytes")
+    digest, size = hashlib.sha256(), 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError.of("APIG.0201", "body over the limit while streaming")
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _depth(value: Any, level: int = 0) -> int:
@@ -177,7 +192,21 @@ class ImageRecognitionService:
             return error_response(err, request)
         return JSONResponse(payload, status_code=201, headers={"X-Subject-Token": token})
 
+    def _private(self, request: Request) -> Response | None:
+        """With `[service] public_metrics = false`, /metrics and /ready want a token or a signature."""
+        if self.settings.service.public_metrics:
+            return None
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]}
+        raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+        try:
+            self.auth.authenticate("GET", raw_path, list(request.query_params.multi_items()), headers, b"")
+        except ApiError as err:
+            return error_response(err, request)
+        return None
+
     async def metrics(self, request: Request) -> Response:
+        if (refused := self._private(request)) is not None:
+            return refused
         body, content_type = observability.render()
         return Response(body, media_type=content_type)
 
@@ -186,6 +215,8 @@ class ImageRecognitionService:
 
     async def ready(self, request: Request) -> Response:
         """Per engine: enabled (configured on), and the problem that keeps it from working, if any."""
+        if (refused := self._private(request)) is not None:
+            return refused
         registry = self.recognizer.registry
         problems = registry.problems()
         engines = {name: {"enabled": registry.enabled(name), "problem": problems.get(name)}
@@ -221,10 +252,14 @@ class ImageRecognitionService:
         return handle
 
     async def _handle(self, spec: ApiSpec, request: Request) -> Response:
-        body = await read_body(request, self.limit)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]}
+        pre = self.auth.precheck(headers)  # before the body: a caller without valid credentials gets no buffer
+        if pre.parsed is not None and pre.credential is None:
+            self.auth.refuse_unknown_key(await hash_body(request, self.limit))  # streamed, never kept
+        body = await read_body(request, self.limit)
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
-        identity = self.auth.authenticate("POST", raw_path, list(request.query_params.multi_items()), headers, body)
+        identity = self.auth.authenticate("POST", raw_path, list(request.query_params.multi_items()), headers, body,
+                                          pre)
         self.auth.authorize_project(identity, request.path_params.get("project_id"))
         if self.gateway is not None and not self.gateway.allow():
             raise ApiError.of("APIG.0308")

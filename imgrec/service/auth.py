@@ -28,6 +28,15 @@ class Identity:
     project_id: str
 
 
+@dataclass(frozen=True)
+class Precheck:
+    """What the headers alone decided (see Authenticator.precheck)."""
+
+    identity: Identity | None = None  # a token's caller, or None when auth is off
+    parsed: signer.ParsedAuthorization | None = None  # an AK/SK signature still to verify against the body
+    credential: object | None = None  # its access key's credential; None with `parsed`: an unknown key
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -46,6 +55,7 @@ class Authenticator:
         self.max_skew = auth.max_clock_skew_seconds
         self._keys = {c.access_key: c for c in settings.credentials}
         self._users = {(u.domain, u.name): u for u in settings.users}
+        self._dummy_secret = secrets.token_hex(20)  # signs for unknown access keys (constant timing)
 
     # ------------------------------------------------------------------------------------------ tokens
     def issue_token(self, body: object) -> tuple[str, dict]:
@@ -111,23 +121,42 @@ class Authenticator:
         return Identity("token", claims["u"], claims["p"])
 
     # ------------------------------------------------------------------------------------------ requests
-    def authenticate(self, method: str, path: str, query: list[tuple[str, str]], headers: Mapping[str, str],
-                     body: bytes) -> Identity | None:
-        """Return the caller's identity, or raise ApiError (APIG.0301, 401). None when auth is off."""
+    def precheck(self, headers: Mapping[str, str]) -> Precheck:
+        """Everything the headers alone decide, before a byte of the body is read: no credentials, a bad
+        token, a malformed or stale signature -> APIG.0301 now, so such a client is never given the memory
+        for a 12 MB body. An AK/SK request leaves with its parsed signature and credential (None: unknown)."""
         if not self.enabled:
-            return None
+            return Precheck()
         token = headers.get("x-auth-token")
         if token:
-            return self._verify_token(token)
+            return Precheck(identity=self._verify_token(token))
         authorization = headers.get("authorization")
         if not authorization:
             raise ApiError.of("APIG.0301", "no credentials")
         try:
             parsed = signer.parse_authorization(authorization)
-            credential = self._keys.get(parsed.access_key)
-            if credential is None:
-                raise signer.SignatureError("unknown access key")
-            signer.verify(method, path, query, headers, body, credential.secret_key.get_secret_value(), parsed,
+            signer.check_headers(headers, parsed, self.max_skew)
+        except signer.SignatureError as exc:
+            raise ApiError.of("APIG.0301", str(exc)) from None
+        return Precheck(parsed=parsed, credential=self._keys.get(parsed.access_key))
+
+    def refuse_unknown_key(self, body_sha256: str) -> None:
+        """An unknown access key is refused after the body was hashed (streamed, not kept) and a signature
+        computed with a stand-in secret, like a known key's: the answer's timing does not tell them apart."""
+        signer.signature(self._dummy_secret, body_sha256)
+        raise ApiError.of("APIG.0301", "unknown access key")
+
+    def authenticate(self, method: str, path: str, query: list[tuple[str, str]], headers: Mapping[str, str],
+                     body: bytes, pre: Precheck | None = None) -> Identity | None:
+        """Return the caller's identity, or raise ApiError (APIG.0301, 401). None when auth is off."""
+        pre = pre if pre is not None else self.precheck(headers)
+        if pre.parsed is None:
+            return pre.identity
+        if pre.credential is None:
+            self.refuse_unknown_key(hashlib.sha256(body).hexdigest())
+        credential = pre.credential
+        try:
+            signer.verify(method, path, query, headers, body, credential.secret_key.get_secret_value(), pre.parsed,
                           self.max_skew)
         except signer.SignatureError as exc:
             raise ApiError.of("APIG.0301", str(exc)) from None
