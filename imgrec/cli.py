@@ -117,7 +117,8 @@ def serve(
     configure_logging(settings.log.level, settings.log.format)
     uvicorn.run("imgrec.service.app:create_app", factory=True, host=host or settings.service.host,
                 port=port or settings.service.port, workers=workers, log_level=settings.log.level,
-                access_log=False, log_config=None)
+                access_log=False, log_config=None, http="imgrec.service.protocol:GuardedHttpToolsProtocol",
+                limit_concurrency=settings.service.max_connections, timeout_keep_alive=5)
 
 
 from .cli_run import run as _run  # noqa: E402

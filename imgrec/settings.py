@@ -78,6 +78,15 @@ class ServiceSettings(Section):
     rate_limit_per_second: float = 0.0  # gateway throttling (429 APIG.0308) per worker process; 0 = off
     # /metrics and /ready answer anyone by default (scrapers, load balancers); false: credentials required
     public_metrics: bool = True
+    # Connection limits (imgrec/service/protocol.py): a request line and headers of at most this many bytes
+    # (431), complete within this many seconds, a body that never pauses longer; connections per worker (503).
+    max_header_bytes: int = 64 * 1024
+    header_timeout_seconds: float = 10.0
+    body_idle_timeout_seconds: float = 30.0
+    max_connections: int = 1000
+    # Requests of one worker holding a body or waiting for an engine at once; more get 429 APIG.0308 before
+    # their body is read (bounds the memory bodies and queued images take: ~20 MB each at most).
+    max_active_requests: int = 64
 
 
 class LogSettings(Section):

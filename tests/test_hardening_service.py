@@ -166,3 +166,91 @@ def test_metrics_and_ready_can_require_credentials():
         assert client.get("/metrics", headers={"X-Auth-Token": token}).status_code == 200
         assert client.get("/ready", headers={"X-Auth-Token": token}).status_code == 200
         assert client.get("/health").status_code == 200  # liveness stays open
+
+
+@pytest.fixture(scope="module")
+def strict_service(tmp_path_factory):
+    from tests.helpers import ServiceProcess, write_config
+
+    folder = tmp_path_factory.mktemp("strict-service")
+    extra = "\n[service]\nheader_timeout_seconds = 1.5\nbody_idle_timeout_seconds = 1.5\nmax_header_bytes = 8192\n"
+    proc = ServiceProcess(write_config(folder, extra=extra), folder / "service.log")
+    yield proc
+    proc.stop()
+
+
+def _connect(service):
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(service.base_url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=10)
+
+
+def test_oversized_headers_get_431(strict_service):
+    with _connect(strict_service) as s:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20000 + b"\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 431")
+
+
+def test_slow_headers_and_stalled_bodies_are_closed_and_health_answers(strict_service):
+    import time
+
+    import httpx
+
+    stalled = [_connect(strict_service) for _ in range(300)]
+    try:
+        for i, s in enumerate(stalled):
+            if i % 2:
+                s.sendall(b"POST /health HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+            else:
+                s.sendall(b"POST /v3/auth/tokens HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")  # body stalls
+        assert httpx.get(strict_service.base_url + "/health", timeout=10).status_code == 200
+        time.sleep(2.5)
+        closed = 0
+        for s in stalled:
+            s.settimeout(2)
+            try:
+                closed += s.recv(100) == b""
+            except OSError:
+                closed += 1
+        assert closed == len(stalled)
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def test_password_guessing_is_throttled():
+    settings = Settings(users=[{"domain": DOMAIN, "name": USER, "password": PASSWORD, "project_id": PROJECT,
+                                "project_name": PROJECT_NAME}])
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        wrong = _token_body({"name": PROJECT_NAME})
+        wrong["auth"]["identity"]["password"]["user"]["password"] = "guess"
+        codes = [client.post("/v3/auth/tokens", json=wrong).status_code for _ in range(30)]
+        assert codes[:10] == [401] * 10 and set(codes[10:]) == {429}
+        # the right password from the same address waits out the minute too: no guessing at speed
+        assert client.post("/v3/auth/tokens", json=_token_body({"name": PROJECT_NAME})).status_code == 429
+
+
+def test_requests_past_the_active_limit_get_429_before_their_body(tmp_path):
+    import asyncio
+
+    import httpx
+
+    from tests.helpers import ServiceProcess, write_config
+
+    extra = ("\n[auth]\nenabled = false\n[service]\nmax_active_requests = 2\n"
+             "[simulate]\nenabled = true\nlatency_ms = 1500\n")
+    service = ServiceProcess(write_config(tmp_path, extra=extra), tmp_path / "service.log")
+    try:
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
+                answers = await asyncio.gather(*(http.post(f"/v2/{PROJECT}/image/tagging", json={"image": "aGVsbG8="})
+                                                 for _ in range(5)))
+            return sorted(a.status_code for a in answers)
+
+        assert asyncio.run(burst()) == [200, 200, 429, 429, 429]
+        log = service.log_text()
+    finally:
+        service.stop()
+    assert "APIG.0308" in log

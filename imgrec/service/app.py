@@ -146,6 +146,7 @@ class ImageRecognitionService:
         self.auth = Authenticator(settings)
         self.recognizer = Recognizer(settings)
         self.limit = settings.service.max_body_bytes
+        self.active = 0  # requests holding a body or waiting for an engine (one event loop: no lock needed)
         self.started = time.time()
         rate = settings.service.rate_limit_per_second
         self.gateway = simulate.GatewayLimiter(rate) if rate > 0 else None
@@ -187,7 +188,7 @@ class ImageRecognitionService:
     async def tokens(self, request: Request) -> Response:
         try:
             body = parse_json(await read_body(request, 1024 * 1024))
-            token, payload = self.auth.issue_token(body)
+            token, payload = self.auth.issue_token(body, request.client.host if request.client else "")
         except ApiError as err:
             return error_response(err, request)
         return JSONResponse(payload, status_code=201, headers={"X-Subject-Token": token})
@@ -256,6 +257,15 @@ class ImageRecognitionService:
         pre = self.auth.precheck(headers)  # before the body: a caller without valid credentials gets no buffer
         if pre.parsed is not None and pre.credential is None:
             self.auth.refuse_unknown_key(await hash_body(request, self.limit))  # streamed, never kept
+        if self.active >= self.settings.service.max_active_requests:
+            raise ApiError.of("APIG.0308", "the service is busy")  # before the body: memory stays bounded
+        self.active += 1
+        try:
+            return await self._serve(spec, request, headers, pre)
+        finally:
+            self.active -= 1
+
+    async def _serve(self, spec: ApiSpec, request: Request, headers: dict[str, str], pre) -> Response:
         body = await read_body(request, self.limit)
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
         identity = self.auth.authenticate("POST", raw_path, list(request.query_params.multi_items()), headers, body,

@@ -37,6 +37,36 @@ class Precheck:
     credential: object | None = None  # its access key's credential; None with `parsed`: an unknown key
 
 
+FAILED_LOGINS = 10  # wrong passwords per minute, per client address and per user name
+FAILURE_WINDOW_S = 60.0
+
+
+class FailureWindow:
+    """Recent failed logins per key (client address or user), bounded in memory (the oldest keys go)."""
+
+    def __init__(self, limit: int = FAILED_LOGINS, window: float = FAILURE_WINDOW_S, keys: int = 10_000):
+        self.limit, self.window, self.keys = limit, window, keys
+        self._times: dict[str, list[float]] = {}
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        times = [t for t in self._times.get(key, []) if now - t < self.window]
+        if times:
+            self._times[key] = times
+        else:
+            self._times.pop(key, None)
+        return times
+
+    def check(self, key: str) -> None:
+        if len(self._recent(key, time.monotonic())) >= self.limit:
+            raise ApiError.of("APIG.0308", "too many failed logins: wait a minute")
+
+    def add(self, key: str) -> None:
+        now = time.monotonic()
+        self._times[key] = self._recent(key, now) + [now]
+        while len(self._times) > self.keys:
+            self._times.pop(next(iter(self._times)))
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -56,10 +86,22 @@ class Authenticator:
         self._keys = {c.access_key: c for c in settings.credentials}
         self._users = {(u.domain, u.name): u for u in settings.users}
         self._dummy_secret = secrets.token_hex(20)  # signs for unknown access keys (constant timing)
+        self.failures = FailureWindow()
 
     # ------------------------------------------------------------------------------------------ tokens
-    def issue_token(self, body: object) -> tuple[str, dict]:
-        """Validate an IAM password-auth body; return (token, response body). Raise ApiError(401)."""
+    def issue_token(self, body: object, client: str = "") -> tuple[str, dict]:
+        """Validate an IAM password-auth body; return (token, response body). Raise ApiError(401). After
+        `FAILED_LOGINS` wrong passwords within a minute from one address or for one user, further attempts
+        are throttled (429 APIG.0308) until the minute has passed: passwords cannot be guessed at speed."""
+        self.failures.check(f"ip:{client}")
+        try:
+            return self._issue_token(body, client)
+        except ApiError as err:
+            if err.code == "IAM.0004":
+                self.failures.add(f"ip:{client}")
+            raise
+
+    def _issue_token(self, body: object, client: str) -> tuple[str, dict]:
         try:
             identity = body["auth"]["identity"]  # type: ignore[index]
             if "password" not in identity.get("methods", []):
@@ -75,9 +117,11 @@ class Authenticator:
         except (KeyError, TypeError, AttributeError):
             raise ApiError(code="IAM.0001", status=400, message="The request body is invalid.",
                            retryable=False) from None
+        self.failures.check(f"user:{domain}/{name}")
         known = self._users.get((domain, name))
         if known is None or not hmac.compare_digest(known.password.get_secret_value().encode(),
                                                      str(password).encode()):
+            self.failures.add(f"user:{domain}/{name}")
             raise ApiError(code="IAM.0004", status=401, message="The username or password is wrong.",
                            retryable=False)
         wanted_id, wanted_name = scope.get("id"), scope.get("name")
