@@ -206,7 +206,14 @@ class S3Storage:
     def read(self, key: str, limit: int | None = None) -> bytes:
         if limit is None:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        return self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")["Body"].read()
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")["Body"].read()
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") == "InvalidRange":  # an empty object has no byte 0
+                return b""
+            raise
 
     def read_head(self, key: str, size: int) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{size - 1}")["Body"].read()

@@ -244,11 +244,11 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                 if job.mode == "inline" and obj["size"] > raw_limit:
                     raise ApiError.of("AIS.0020", f"{obj['size']} bytes listed")  # not read at all
                 if job.mode == "inline":
-                    data = head = await reader.read(obj["key"])
+                    data = head = await _within(reader.read(obj["key"]))
                 elif obj["size"] == 0:
                     head = b""  # a ranged GET of an empty object is an error on some servers
                 else:
-                    head = await reader.read(obj["key"])
+                    head = await _within(reader.read(obj["key"]))
                 info = inspect_image(head, ANY_IMAGE)
             except ApiError as err:
                 info = None
@@ -333,6 +333,17 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                                          dict(tables), ledger)
     log.debug("shard %d committed in %.3fs", shard_index, time.perf_counter() - started)
     return stats
+
+
+READ_TIMEOUT_S = 120.0  # a read that hangs (a stale network mount) fails its object, not the run
+
+
+async def _within(read) -> bytes:
+    try:
+        return await asyncio.wait_for(read, READ_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        raise ApiError(code="AIS.0201", status=0, message=f"reading took over {READ_TIMEOUT_S:.0f} s",
+                       retryable=True) from None
 
 
 def _ledger_row(job: Job, api: str, params_hash: str, obj: dict, outcome: str) -> dict:

@@ -178,12 +178,17 @@ def test_hostile_inputs_over_http(service, name, body, status, code):
 
 
 def test_streamed_body_is_cut_at_the_limit(service):
-    """A chunked body with no Content-Length that never ends: the 413 must come while it is still arriving."""
+    """A chunked body with no Content-Length that never ends: the 413 must come while it is still arriving.
+    (An authenticated caller: one without credentials is refused from its headers, before any body.)"""
     import socket
 
+    from tests.test_service import token_body
+
+    token = httpx.post(service.base_url + "/v3/auth/tokens", json=token_body()).headers["X-Subject-Token"]
     host, port = service.base_url.split("//")[1].split(":")
     with socket.create_connection((host, int(port)), timeout=15) as sock:
         sock.sendall((f"POST /v2/{PROJECT}/image/celebrity-recognition HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                      f"X-Auth-Token: {token}\r\n"
                       "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode())
         chunk = b"A" * 65536
         framed = f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
@@ -248,7 +253,10 @@ def test_path_traversal_is_refused(tmp_path):
     (tmp_path / "secret.jpg").write_bytes(b"x")
     (tmp_path / "catalog" / "link.jpg").symlink_to(tmp_path / "secret.jpg")
     storage = FolderStorage(tmp_path / "catalog")
-    assert [o.key for o in storage.list()] == []  # the link leads out of the catalog
+    (entry,) = storage.list()  # the link leads out of the catalog: listed as a problem, never read
+    assert entry.key == "link.jpg" and "out of the source folder" in entry.problem
+    with pytest.raises(PermissionError):
+        storage.read("link.jpg")
     for key in ("../secret.jpg", "/etc/passwd", "a/../../secret.jpg"):
         with pytest.raises(PermissionError):
             storage.read(key)

@@ -254,3 +254,23 @@ def test_requests_past_the_active_limit_get_429_before_their_body(tmp_path):
     finally:
         service.stop()
     assert "APIG.0308" in log
+
+
+def test_connections_past_the_limit_are_refused_at_once(tmp_path):
+    from tests.helpers import ServiceProcess, write_config
+
+    service = ServiceProcess(write_config(tmp_path, extra="\n[service]\nmax_connections = 20\n"),
+                             tmp_path / "service.log")
+    held = []
+    try:
+        held = [_connect(service) for _ in range(20)]  # silent connections: no headers yet
+        import time
+
+        time.sleep(0.5)
+        with _connect(service) as extra:
+            extra.settimeout(5)
+            assert extra.recv(100).startswith(b"HTTP/1.1 503")  # at once, not after a header timeout
+    finally:
+        for s in held:
+            s.close()
+        service.stop()

@@ -4,7 +4,8 @@
 - the line and headers complete within `header_timeout_seconds` of the connection or of the previous
   request (a slowloris client that sends a byte a minute is closed, not kept forever);
 - a body that stops arriving for `body_idle_timeout_seconds` is abandoned (the connection closed).
-uvicorn's own `limit_concurrency` (`[service] max_connections`) answers 503 past that many connections.
+Past `[service] max_connections` connections a new one is answered 503 and closed at once (uvicorn's own
+`limit_concurrency` check waits for complete headers, which a slow client never sends).
 """
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._refused = False
         self._timer: asyncio.TimerHandle | None = None
+        if self.limit_concurrency is not None and len(self.connections) > self.limit_concurrency:
+            # uvicorn's own check waits for complete headers, which a slowloris client never sends
+            self._refuse(b"503 Service Unavailable")
+            return
         self._arm(self._header_timeout)  # the first request's headers must come in time too
 
     def _arm(self, seconds: float) -> None:
