@@ -64,6 +64,12 @@ def report_task(job: Job, listed: int, shard_stats: list[dict[str, Any]]) -> dic
     summary = report.summarize(job, listed, stats, datetime.now(timezone.utc))
     report.write_runs_row(job, summary)
     writing.ensure_tables(job.out_path, job.run_date, job.run_id)
+    try:
+        from imgrec.warehouse import refresh
+
+        refresh(job.out_path)  # warehouse/imgrec.duckdb: one file for BI tools, a view per table
+    except Exception as exc:  # a convenience over the Parquet files, which are the record
+        get_run_logger().warning("could not refresh the DuckDB catalog file: %s", exc)
     paths = report.write_report(job, summary)
     summary["report_paths"] = {k: str(v) for k, v in paths.items()}
     try:

@@ -121,6 +121,33 @@ def serve(
                 limit_concurrency=settings.service.max_connections, timeout_keep_alive=5)
 
 
+@app.command()
+def sql(query: str = typer.Argument(..., help="SQL over the views: images, tags, detections, faces, "
+                                             "main_objects, recapture, enhanced, errors, runs"),
+        out: Path = typer.Option(Path("warehouse"), help="The warehouse folder (imgrec run's --out)"),
+        csv: bool = typer.Option(False, "--csv", help="CSV instead of a table")) -> None:
+    """Run a query on the warehouse (its DuckDB file, refreshed first) and print the result."""
+    import duckdb
+
+    from .warehouse import open as open_warehouse
+
+    try:
+        frame = open_warehouse(out).sql(query)
+    except (FileNotFoundError, duckdb.Error) as exc:
+        typer.echo(f"imgrec sql: {exc}", err=True)
+        raise typer.Exit(2)
+    if csv:
+        typer.echo(frame.to_csv(index=False), nl=False)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*[str(c) for c in frame.columns])
+    for row in frame.itertuples(index=False):
+        table.add_row(*["" if v is None else str(v) for v in row])
+    Console(width=200).print(table)
+
+
 from .cli_run import run as _run  # noqa: E402
 
 app.command(name="run")(_run)
