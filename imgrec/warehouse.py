@@ -37,8 +37,13 @@ def refresh(out: str | Path) -> Path:
     """(Re)write `out/imgrec.duckdb`: a view per table that has files. Atomic: a new file replaces the old."""
     import duckdb
 
+    import time
+
     out = Path(out)
     target = out / CATALOG_FILE
+    for stale in out.glob(f".{CATALOG_FILE}.*.tmp"):  # left by a process killed while refreshing
+        if time.time() - stale.stat().st_mtime > 600:
+            stale.unlink(missing_ok=True)
     tmp = out / f".{CATALOG_FILE}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
     con = duckdb.connect(str(tmp))

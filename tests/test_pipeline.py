@@ -191,7 +191,8 @@ def test_cli_run_and_kill_mid_run(prefect_api, config, tmp_path):
     images = read_table(out, "images", "WHERE status <> 'skipped'")
     assert sorted(r["key"] for r in images) == sorted(f"img-{i:03d}.jpg" for i in range(60))  # none lost, none twice
     assert not list((out / "_staging").glob("*")) if (out / "_staging").exists() else True
-    stray = [p for p in out.rglob("*") if p.is_file() and p.suffix not in (".parquet", ".json", ".md", ".html", ".lock")]
+    stray = [p for p in out.rglob("*")
+             if p.is_file() and p.suffix not in (".parquet", ".json", ".md", ".html", ".lock", ".duckdb")]
     assert stray == []
     assert len(read_table(out, "faces")) >= 50
 
