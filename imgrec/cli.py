@@ -121,6 +121,38 @@ def serve(
                 limit_concurrency=settings.service.max_connections, timeout_keep_alive=5)
 
 
+server = typer.Typer(help="A local Prefect server kept running, so small runs start in seconds.",
+                     no_args_is_help=True)
+app.add_typer(server, name="server")
+
+
+@server.command("start")
+def server_start(port: int = typer.Option(4200, help="Port on 127.0.0.1"),
+                 config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False)) -> None:
+    """Start it in the background (or report the one already running)."""
+    from .local_server import start
+
+    url = start(load_settings(config).state_dir, port)
+    typer.echo(f"Prefect server at {url} (UI: {url.removesuffix('/api')}); `imgrec run` uses it")
+
+
+@server.command("stop")
+def server_stop(config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False)) -> None:
+    from .local_server import stop
+
+    typer.echo("stopped" if stop(load_settings(config).state_dir) else "no server was running")
+
+
+@server.command("status")
+def server_status(config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False)) -> None:
+    from .local_server import running_url
+
+    url = running_url(load_settings(config).state_dir)
+    typer.echo(f"running at {url}" if url else "not running")
+    if not url:
+        raise typer.Exit(1)
+
+
 @app.command()
 def sql(query: str = typer.Argument(..., help="SQL over the views: images, tags, detections, faces, "
                                              "main_objects, recapture, enhanced, errors, runs"),

@@ -99,6 +99,12 @@ def run(
     # log line is redacted before Prefect's handlers see it.
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if "PREFECT_API_URL" not in os.environ:  # `imgrec server start` left one running: no temporary server
+        from imgrec.local_server import running_url
+        from imgrec.settings import Settings
+
+        if (url := running_url(Settings.load(parameters.config).state_dir)) is not None:
+            os.environ["PREFECT_API_URL"] = url
     from imgrec.logs import install
 
     install()

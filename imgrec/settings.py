@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     engines: dict[ApiName, EngineOptions] = {}  # e.g. [engines.celebrity_recognition] enabled = false
     models: ModelSettings = ModelSettings()  # bring-your-own ONNX models
     models_dir: Path = Field(default_factory=default_models_dir)  # the converted built-in models
+    # Where `imgrec server` records the local Prefect server it keeps running (IMGREC_STATE_DIR)
+    state_dir: Path = Field(default_factory=lambda: Path(os.environ.get("XDG_STATE_HOME") or
+                                                         Path.home() / ".local" / "state") / "imgrec")
     simulate: SimulateSettings = SimulateSettings()  # benchmarks and tests only: see service/simulate.py
     faults: FaultSettings = FaultSettings()
     config_file: Path | None = Field(default=None, exclude=True)  # where the file part came from
