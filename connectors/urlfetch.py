@@ -131,15 +131,19 @@ async def _inflated(chunks, wbits: int, limit: int):
         raise ApiError.of("AIS.0029", "corrupt compressed body") from None
 
 
-async def read_capped(chunks, limit: int, code: str) -> bytes:
-    """Collect a streamed body, refusing with `code` as soon as it passes `limit` (never after)."""
-    parts, size = [], 0
+async def capped(chunks, limit: int, code: str):
+    """Pass a streamed body through, refusing with `code` as soon as it passes `limit` (never after)."""
+    size = 0
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise ApiError.of(code, "body over the limit while streaming")
-        parts.append(chunk)
-    return b"".join(parts)
+        yield chunk
+
+
+async def read_capped(chunks, limit: int, code: str) -> bytes:
+    """Collect a streamed body, refusing with `code` as soon as it passes `limit`."""
+    return b"".join([chunk async for chunk in capped(chunks, limit, code)])
 
 
 class _Redirect(Exception):

@@ -62,16 +62,13 @@ class Warehouse:
         self.out = Path(out)
         if not self.out.is_dir():
             raise FileNotFoundError(f"no warehouse at {out}")
-
-    def _connect(self):
-        import duckdb
-
-        refresh(self.out)  # views for every table there is now
-        return duckdb.connect(str(self.out / CATALOG_FILE), read_only=True)
+        refresh(self.out)  # views for every table there is now, and for where the warehouse is now
 
     def sql(self, query: str, params: dict[str, Any] | list[Any] | None = None):
         """A query over the views (`tags`, `images`, ...) as a pandas DataFrame."""
-        con = self._connect()
+        import duckdb
+
+        con = duckdb.connect(str(self.out / CATALOG_FILE), read_only=True)
         try:
             return con.execute(query, params).df()
         finally:

@@ -81,7 +81,8 @@ class EngineRegistry:
         them: `imgrec serve` and `imgrec run` refuse to start on these, `/ready` reports them."""
         found = {}
         for api in apis if apis is not None else self.enabled_apis():
-            if self.enabled(api) and (problem := ENGINES[api].problem(self.settings)):
+            check = getattr(ENGINES[api], "problem", None)  # engines that load nothing have none
+            if self.enabled(api) and check is not None and (problem := check(self.settings)):
                 found[api] = problem
         return found
 

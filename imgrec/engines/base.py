@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
-from imgrec.schemas.common import ApiSpec, ImageInfo, ParsedRequest, inspect_image
+from imgrec.schemas.common import IMAGE_FORMATS, ApiSpec, ImageInfo, ParsedRequest, inspect_image
 
 from . import imaging
 
@@ -36,10 +36,9 @@ class Engine(Protocol):
     def run(self, data: bytes, request: ParsedRequest) -> Any:
         """Return the endpoint's response model (or an `ImageOutput`). Raise ApiError for bad input."""
 
-    @classmethod
-    def problem(cls, settings) -> str | None:
-        """What keeps this engine from working with these settings (a configured folder that is not
-        there, a model file not set up), found without loading anything; None when it can work."""
+    # Optionally, `problem(settings) -> str | None` (a static or class method): what keeps the engine from
+    # working with these settings (a configured folder that is not there, a model file not set up), found
+    # without loading anything. Engines that load nothing leave it out.
 
 
 def folder_problem(folder, setting: str) -> str | None:
@@ -62,5 +61,5 @@ def transform_image(data: bytes, request: ParsedRequest, spec: ApiSpec,
     """The image-out endpoints: decode, transform, and answer in the input's own format."""
     info = image_info(data, request, spec)
     out = fn(imaging.decode(data, info))
-    fmt = info.format if info.format in ("JPEG", "PNG", "BMP", "WEBP") else "JPEG"
+    fmt = info.format if info.format in IMAGE_FORMATS else "JPEG"  # the answer's format, as encode() picks it
     return ImageOutput(imaging.encode(out, fmt), fmt)

@@ -33,9 +33,5 @@ class DarkEnhanceEngine:
     def __init__(self, registry):
         pass  # no model: the method is Retinex illumination estimation
 
-    @staticmethod
-    def problem(settings) -> str | None:
-        return None  # nothing to load
-
     def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
         return transform_image(data, request, self.spec, lambda rgb: enhance(rgb, request.params["brightness"]))

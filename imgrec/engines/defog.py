@@ -53,10 +53,6 @@ class DefogEngine:
     def __init__(self, registry):
         pass  # no model: the method is the dark channel prior
 
-    @staticmethod
-    def problem(settings) -> str | None:
-        return None  # nothing to load
-
     def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
         p = request.params
         return transform_image(data, request, self.spec, lambda rgb: defog(rgb, p["gamma"], p["natural_look"]))

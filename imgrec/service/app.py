@@ -31,7 +31,7 @@ from ..recognizer import Recognizer
 from ..settings import Settings
 from . import observability, simulate
 from .auth import Authenticator
-from imgrec.connectors.urlfetch import read_capped
+from imgrec.connectors.urlfetch import capped
 
 log = logging.getLogger("imgrec.service")
 MAX_JSON_DEPTH = 32
@@ -77,23 +77,22 @@ def error_response(err: ApiError, request: Request | None = None) -> JSONRespons
     return JSONResponse(err.to_wire(), status_code=err.status, headers=headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+def _body(request: Request, limit: int):
+    """The request's body as it streams, refused (APIG.0201) from its declared length or once past `limit`."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError.of("APIG.0201", f"declared {declared} bytes")
-    return await read_capped(request.stream(), limit, "APIG.0201")
+    return capped(request.stream(), limit, "APIG.0201")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    return b"".join([chunk async for chunk in _body(request, limit)])
 
 
 async def hash_body(request: Request, limit: int) -> str:
     """SHA-256 of the body, read as it streams and not kept (an unknown access key's request)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError.of("APIG.0201", f"declared {declared} bytes")
-    digest, size = hashlib.sha256(), 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError.of("APIG.0201", "body over the limit while streaming")
+    digest = hashlib.sha256()
+    async for chunk in _body(request, limit):
         digest.update(chunk)
     return digest.hexdigest()
 
