@@ -120,6 +120,11 @@ class ImageSpec:
     max_side: int = 10000
     formats: frozenset[str] = IMAGE_FORMATS
 
+    @property
+    def max_raw_bytes(self) -> int:
+        """The largest file whose base64 text fits `max_encoded_bytes`."""
+        return self.max_encoded_bytes // 4 * 3
+
     def check_size(self, raw_len: int) -> None:
         """The reference limits the base64 text: checked from the raw length, without encoding."""
         if encoded_size(raw_len) > self.max_encoded_bytes:

@@ -203,7 +203,7 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
     writer = _output_writer(job)
     # Inline, an image is read only when some pending API could take its listed size, and never more than the
     # largest such size plus one byte: a 3 GiB file is refused from the listing, not after reading it.
-    raw_limit = max(schemas.spec(api).image.max_encoded_bytes * 3 // 4 for api in job.apis)
+    raw_limit = max(schemas.spec(api).image.max_raw_bytes for api in job.apis)
 
     def readable(o: dict) -> bool:
         if not o["pending"] or o.get("problem"):
@@ -353,4 +353,4 @@ def _ledger_row(job: Job, api: str, params_hash: str, obj: dict, outcome: str) -
 
 def _read_head(storage: Storage, key: str) -> bytes:
     reader = getattr(storage, "read_head", None)
-    return reader(key, HEAD_BYTES) if reader else storage.read(key)[:HEAD_BYTES]
+    return reader(key, HEAD_BYTES) if reader else storage.read(key, HEAD_BYTES - 1)[:HEAD_BYTES]
