@@ -20,18 +20,21 @@ from .recognize import ShardStats
 from .writing import table_file, write_table
 
 
-def _query(out: Path, table: str, sql: str, run_id: str) -> list[tuple]:
-    """`sql` reads the table as `read_parquet($files, ...)`; the files and the run id are bound parameters."""
+def _query(out: Path, table: str, sql: str, run_id: str, **params: Any) -> list[tuple]:
+    """`sql` reads the table as `read_parquet($files, ...)`; the files, the run id and `params` are bound."""
     if not any((out / table).glob("run_date=*/*.parquet")):
         return []
     con = duckdb.connect()
     try:
-        return con.execute(sql, {"files": str(out / table / "**" / "*.parquet"), "run_id": run_id}).fetchall()
+        bound = {"files": str(out / table / "**" / "*.parquet"), "run_id": run_id, **params}
+        return con.execute(sql, bound).fetchall()
     finally:
         con.close()
 
 
 _TABLE = "read_parquet($files, hive_partitioning = true)"
+REPORT_IMAGES = 200  # per-image rows in a report: problems first, then by key
+STATUS_COLOURS = {"ok": "#10b981", "invalid": "#f59e0b", "failed": "#ef4444", "skipped": "#9ca3af"}
 
 
 class RunFailed(RuntimeError):
@@ -75,7 +78,8 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
     duration = max((finished_at - job.started_at).total_seconds(), 1e-9)
     processed = status["ok"] + status["failed"] + status["invalid"]
     out = job.out_path
-    top_tags = _query(out, "tags", f"SELECT coalesce(tag_en, tag), count(*) AS n FROM {_TABLE} "
+    # Images per tag, not calls: three tagging APIs naming "person" on one photo count it once.
+    top_tags = _query(out, "tags", f"SELECT coalesce(tag_en, tag), count(DISTINCT key) AS n FROM {_TABLE} "
                       "WHERE run_id = $run_id GROUP BY 1 ORDER BY n DESC, 1 LIMIT 15", job.run_id)
     verdicts = _query(out, "recapture", f"SELECT suggestion, count(*) FROM {_TABLE} WHERE run_id = $run_id "
                       "GROUP BY 1 ORDER BY 2 DESC", job.run_id)
@@ -95,9 +99,40 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
         "error_codes": dict(codes.most_common()),
         "top_tags": [[t, n] for t, n in top_tags], "recapture_verdicts": [[v, n] for v, n in verdicts],
         "faces": [[f, n] for f, n in faces],
+        "images": per_image(out, job),
         "estimated_cost": round(calls * job.unit_price_per_call, 6),
         "shards": len(shards),
     }
+
+
+def per_image(out: Path, job: Job) -> list[dict[str, Any]]:
+    """Up to REPORT_IMAGES images of the run, failed and invalid first: each API's outcome ("ok" or its error
+    code) with the error messages, and the image's best tags."""
+    images = _query(out, "images", f"SELECT key, status FROM {_TABLE} WHERE run_id = $run_id ORDER BY "
+                     "CASE status WHEN 'failed' THEN 0 WHEN 'invalid' THEN 1 WHEN 'ok' THEN 2 ELSE 3 END, key "
+                     f"LIMIT {REPORT_IMAGES}", job.run_id)
+    if not images:
+        return []
+    keys = [key for key, _ in images]
+    errors: dict[str, dict[str, tuple[str, str]]] = {}
+    for key, api, code, message in _query(out, "errors", f"SELECT key, api, error_code, error_msg FROM {_TABLE} "
+                                           "WHERE run_id = $run_id AND list_contains($keys, key)", job.run_id,
+                                           keys=keys):
+        errors.setdefault(key, {})[api] = (code or "", message or "")
+    tags: dict[str, list[str]] = {}
+    for key, names in _query(out, "tags", "SELECT key, list(name ORDER BY best DESC)[1:6] FROM (SELECT key, "
+                             f"coalesce(tag_en, tag) AS name, max(confidence) AS best FROM {_TABLE} WHERE run_id = "
+                             "$run_id AND list_contains($keys, key) GROUP BY 1, 2) GROUP BY key", job.run_id,
+                             keys=keys):
+        tags[key] = list(names)
+    rows = []
+    for key, status in images:
+        failed = errors.get(key, {})
+        rows.append({"key": key, "status": status,
+                     "outcomes": {api: failed[api][0] if api in failed else "ok" for api in job.apis},
+                     "errors": [[api, code, message] for api, (code, message) in sorted(failed.items())],
+                     "tags": tags.get(key, [])})
+    return rows
 
 
 def runs_row(summary: dict[str, Any]) -> dict[str, Any]:
@@ -148,12 +183,14 @@ def _sections(summary: dict[str, Any]) -> list[tuple[str, list]]:
             ("Recapture verdicts", s["recapture_verdicts"]), ("Faces", s["faces"])]
 
 
-def _bar_chart(title: str, pairs: list, colour: str) -> dict[str, Any]:
-    """Geometry of one horizontal bar chart; the template draws it as inline SVG."""
+def _bar_chart(title: str, pairs: list, colour: str, colours: dict[str, str] | None = None) -> dict[str, Any]:
+    """Geometry of one horizontal bar chart (`colours` per label, else `colour`); the template draws it as
+    inline SVG."""
     width, bar_h, label_w = 640, 22, 200
     peak = max((v for _, v in pairs), default=0) or 1
     bars = [{"label": str(label)[:32], "value": f"{value:g}", "y": i * (bar_h + 6),
-             "w": round(max(1, (width - label_w - 60) * value / peak), 1)} for i, (label, value) in enumerate(pairs)]
+             "w": round(max(1, (width - label_w - 60) * value / peak), 1),
+             "colour": (colours or {}).get(str(label), colour)} for i, (label, value) in enumerate(pairs)]
     return {"title": title, "colour": colour, "bars": bars, "width": width, "height": len(pairs) * (bar_h + 6),
             "bar_h": bar_h, "label_w": label_w}
 
@@ -161,14 +198,14 @@ def _bar_chart(title: str, pairs: list, colour: str) -> dict[str, Any]:
 def render_html(summary: dict[str, Any]) -> str:
     s = summary
     charts = [
-        _bar_chart("Images by status", list(s["status"].items()), "#10b981"),
+        _bar_chart("Images by status", list(s["status"].items()), "#10b981", STATUS_COLOURS),
         _bar_chart("Error codes", list(s["error_codes"].items()), "#ef4444"),
         _bar_chart("Latency distribution", s["latency_bars"], "#6366f1"),
         _bar_chart("Top tags", s["top_tags"], "#3b82f6"),
         _bar_chart("Recapture verdicts", s["recapture_verdicts"], "#f59e0b"),
         _bar_chart("Recognised faces", s["faces"], "#8b5cf6"),
     ]
-    return _templates().get_template("report.html.j2").render(s=s, charts=charts)
+    return _templates().get_template("report.html.j2").render(s=s, charts=charts, colours=STATUS_COLOURS)
 
 
 def write_report(job: Job, summary: dict[str, Any]) -> dict[str, Path]:

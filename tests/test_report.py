@@ -12,7 +12,8 @@ from PIL import Image
 from imgrec.tasks.job import Job
 from imgrec.tasks.latency import LatencyHistogram
 from imgrec.tasks.recognize import ShardStats
-from imgrec.tasks.report import render_html, summarize, write_report
+from imgrec.tasks.report import markdown, render_html, summarize, write_report
+from imgrec.tasks.writing import table_file, write_table
 
 
 def _summary(tmp_path):
@@ -32,6 +33,40 @@ def test_report_is_self_contained(tmp_path):
     assert summary["estimated_cost"] == pytest.approx(0.088)
     paths = write_report(job, summary)
     assert '"latency_bars"' in paths["json"].read_text()
+
+
+def test_report_lists_each_image_problems_first_and_counts_tags_per_image(tmp_path):
+    job, _ = _summary(tmp_path)
+    job.apis = ["image_tagging", "media_tagging", "recapture_detect"]
+    ids = {"run_id": job.run_id, "source": job.source}
+
+    def rows(table, items):
+        path = table_file(tmp_path, table, job.run_date, "part-0")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_table(path, table, [{**ids, **item} for item in items])
+
+    rows("images", [{"key": "a/ok.jpg", "status": "ok"}, {"key": "b/photo.webp", "status": "invalid"},
+                    {"key": "c/<b>bad</b>.jpg", "status": "failed"}])
+    rows("errors", [{"key": "b/photo.webp", "api": "recapture_detect", "error_code": "AIS.0502",
+                     "error_msg": "image format WEBP is not supported"},
+                    {"key": "c/<b>bad</b>.jpg", "api": "image_tagging", "error_code": "APIG.0308",
+                     "error_msg": "rate limited"}])
+    rows("tags", [{"key": k, "api": api, "tag": "person", "tag_en": "person", "confidence": 90.0}
+                  for k in ("a/ok.jpg", "b/photo.webp") for api in ("image_tagging", "media_tagging")]
+         + [{"key": "a/ok.jpg", "api": "image_tagging", "tag": "horse", "tag_en": "horse", "confidence": 70.0}])
+    summary = summarize(job, 3, [ShardStats(shard=0, objects=3, status={"ok": 1, "invalid": 1, "failed": 1})],
+                        datetime.now(timezone.utc))
+    assert summary["top_tags"] == [["person", 2], ["horse", 1]]  # images, not calls (4 person tags)
+    assert [row["key"] for row in summary["images"]] == ["c/<b>bad</b>.jpg", "b/photo.webp", "a/ok.jpg"]
+    invalid = summary["images"][1]
+    assert invalid["outcomes"] == {"image_tagging": "ok", "media_tagging": "ok", "recapture_detect": "AIS.0502"}
+    assert invalid["errors"] == [["recapture_detect", "AIS.0502", "image format WEBP is not supported"]]
+    assert summary["images"][2]["tags"] == ["person", "horse"]
+    page = render_html(summary)
+    assert "image format WEBP is not supported" in page and "c/&lt;b&gt;bad&lt;/b&gt;.jpg" in page  # escaped
+    assert page.count('style="background: #f59e0b"') == 1 and page.count('style="background: #ef4444"') == 1
+    md = markdown(summary)
+    assert "| b/photo.webp | invalid | ok | ok | AIS.0502 | person; recapture_detect: AIS.0502 image format" in md
 
 
 def test_latency_histogram_is_bounded_and_close_to_exact():
