@@ -1,4 +1,5 @@
-"""Run reports: JSON, Markdown and one self-contained HTML page (inline SVG charts), plus the `runs` row.
+"""Run reports: JSON, Markdown and one self-contained HTML page (inline SVG charts, the per-image table and a
+contact sheet of thumbnails with filters), plus the `runs` row.
 
 Figures come from the shard statistics and from the run's own rows read back with DuckDB, so the report
 describes what actually landed in the tables. The pages are jinja2 templates (`templates/`), autoescaped.
@@ -12,27 +13,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
+from .gallery import gallery
 from .job import Job
 from .latency import LatencyHistogram
 from .recognize import ShardStats
-from .writing import table_file, write_table
+from .writing import RUN_TABLE, query_run, table_file, write_table
 
 
-def _query(out: Path, table: str, sql: str, run_id: str, **params: Any) -> list[tuple]:
-    """`sql` reads the table as `read_parquet($files, ...)`; the files, the run id and `params` are bound."""
-    if not any((out / table).glob("run_date=*/*.parquet")):
-        return []
-    con = duckdb.connect()
-    try:
-        bound = {"files": str(out / table / "**" / "*.parquet"), "run_id": run_id, **params}
-        return con.execute(sql, bound).fetchall()
-    finally:
-        con.close()
-
-
-_TABLE = "read_parquet($files, hive_partitioning = true)"
 REPORT_IMAGES = 200  # per-image rows in a report: problems first, then by key
 STATUS_COLOURS = {"ok": "#10b981", "invalid": "#f59e0b", "failed": "#ef4444", "skipped": "#9ca3af"}
 
@@ -79,12 +66,12 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
     processed = status["ok"] + status["failed"] + status["invalid"]
     out = job.out_path
     # Images per tag, not calls: three tagging APIs naming "person" on one photo count it once.
-    top_tags = _query(out, "tags", f"SELECT coalesce(tag_en, tag), count(DISTINCT key) AS n FROM {_TABLE} "
-                      "WHERE run_id = $run_id GROUP BY 1 ORDER BY n DESC, 1 LIMIT 15", job.run_id)
-    verdicts = _query(out, "recapture", f"SELECT suggestion, count(*) FROM {_TABLE} WHERE run_id = $run_id "
-                      "GROUP BY 1 ORDER BY 2 DESC", job.run_id)
-    faces = _query(out, "faces", f"SELECT label, count(*) FROM {_TABLE} WHERE run_id = $run_id "
-                   "GROUP BY 1 ORDER BY 2 DESC LIMIT 15", job.run_id)
+    top_tags = query_run(out, "tags", f"SELECT coalesce(tag_en, tag), count(DISTINCT key) AS n FROM {RUN_TABLE} "
+                         "WHERE run_id = $run_id GROUP BY 1 ORDER BY n DESC, 1 LIMIT 15", job.run_id)
+    verdicts = query_run(out, "recapture", f"SELECT suggestion, count(*) FROM {RUN_TABLE} WHERE run_id = $run_id "
+                         "GROUP BY 1 ORDER BY 2 DESC", job.run_id)
+    faces = query_run(out, "faces", f"SELECT label, count(*) FROM {RUN_TABLE} WHERE run_id = $run_id "
+                      "GROUP BY 1 ORDER BY 2 DESC LIMIT 15", job.run_id)
     return {
         "run_id": job.run_id, "flow": job.flow, "source": job.source, "backend": job.backend,
         "apis": job.apis, "parameters": job.public_parameters(),
@@ -108,30 +95,28 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
 def per_image(out: Path, job: Job) -> list[dict[str, Any]]:
     """Up to REPORT_IMAGES images of the run, failed and invalid first: each API's outcome ("ok" or its error
     code) with the error messages, and the image's best tags."""
-    images = _query(out, "images", f"SELECT key, status FROM {_TABLE} WHERE run_id = $run_id ORDER BY "
-                     "CASE status WHEN 'failed' THEN 0 WHEN 'invalid' THEN 1 WHEN 'ok' THEN 2 ELSE 3 END, key "
-                     f"LIMIT {REPORT_IMAGES}", job.run_id)
+    images = query_run(out, "images", f"SELECT key, status FROM {RUN_TABLE} WHERE run_id = $run_id ORDER BY "
+                       "CASE status WHEN 'failed' THEN 0 WHEN 'invalid' THEN 1 WHEN 'ok' THEN 2 ELSE 3 END, key "
+                       f"LIMIT {REPORT_IMAGES}", job.run_id)
     if not images:
         return []
     keys = [key for key, _ in images]
     errors: dict[str, dict[str, tuple[str, str]]] = {}
-    for key, api, code, message in _query(out, "errors", f"SELECT key, api, error_code, error_msg FROM {_TABLE} "
-                                           "WHERE run_id = $run_id AND list_contains($keys, key)", job.run_id,
-                                           keys=keys):
+    for key, api, code, message in query_run(
+            out, "errors", f"SELECT key, api, error_code, error_msg FROM {RUN_TABLE} "
+            "WHERE run_id = $run_id AND list_contains($keys, key)", job.run_id, keys=keys):
         errors.setdefault(key, {})[api] = (code or "", message or "")
-    tags: dict[str, list[str]] = {}
-    for key, names in _query(out, "tags", "SELECT key, list(name ORDER BY best DESC)[1:6] FROM (SELECT key, "
-                             f"coalesce(tag_en, tag) AS name, max(confidence) AS best FROM {_TABLE} WHERE run_id = "
-                             "$run_id AND list_contains($keys, key) GROUP BY 1, 2) GROUP BY key", job.run_id,
-                             keys=keys):
-        tags[key] = list(names)
+    tags = dict(query_run(
+        out, "tags", "SELECT key, list(name ORDER BY best DESC)[1:6] FROM (SELECT key, coalesce(tag_en, tag) AS "
+        f"name, max(confidence) AS best FROM {RUN_TABLE} WHERE run_id = $run_id AND list_contains($keys, key) "
+        "GROUP BY 1, 2) GROUP BY key", job.run_id, keys=keys))
     rows = []
     for key, status in images:
         failed = errors.get(key, {})
         rows.append({"key": key, "status": status,
                      "outcomes": {api: failed[api][0] if api in failed else "ok" for api in job.apis},
                      "errors": [[api, code, message] for api, (code, message) in sorted(failed.items())],
-                     "tags": tags.get(key, [])})
+                     "tags": list(tags.get(key, []))})
     return rows
 
 
@@ -195,7 +180,8 @@ def _bar_chart(title: str, pairs: list, colour: str, colours: dict[str, str] | N
             "bar_h": bar_h, "label_w": label_w}
 
 
-def render_html(summary: dict[str, Any]) -> str:
+def render_html(summary: dict[str, Any], cards: list[dict[str, Any]] | None = None) -> str:
+    """The page; `cards` is the contact sheet (gallery.gallery), left out when None."""
     s = summary
     charts = [
         _bar_chart("Images by status", list(s["status"].items()), "#10b981", STATUS_COLOURS),
@@ -205,7 +191,9 @@ def render_html(summary: dict[str, Any]) -> str:
         _bar_chart("Recapture verdicts", s["recapture_verdicts"], "#f59e0b"),
         _bar_chart("Recognised faces", s["faces"], "#8b5cf6"),
     ]
-    return _templates().get_template("report.html.j2").render(s=s, charts=charts, colours=STATUS_COLOURS)
+    tags = sorted({tag for card in cards or [] for tag in card["tags"]})
+    return _templates().get_template("report.html.j2").render(s=s, charts=charts, colours=STATUS_COLOURS,
+                                                              cards=cards or [], tags=tags)
 
 
 def write_report(job: Job, summary: dict[str, Any]) -> dict[str, Path]:
@@ -215,7 +203,7 @@ def write_report(job: Job, summary: dict[str, Any]) -> dict[str, Path]:
              "html": folder / f"{job.run_id}.html"}
     paths["json"].write_text(json.dumps(summary, indent=2, default=str))
     paths["md"].write_text(markdown(summary))
-    paths["html"].write_text(render_html(summary))
+    paths["html"].write_text(render_html(summary, gallery(job, summary.get("images", []))))
     return paths
 
 

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -159,3 +160,18 @@ def recover(out: Path) -> dict[str, int]:
             _apply(out, staging, [tuple(m) for m in moves])
             finished += 1
     return {"finished": finished, "dropped": dropped}
+
+
+RUN_TABLE = "read_parquet($files, hive_partitioning = true)"  # what query_run's SQL reads
+
+
+def query_run(out: Path, table: str, sql: str, run_id: str, **params: Any) -> list[tuple]:
+    """`sql` reads the table as `read_parquet($files, ...)`; the files, the run id and `params` are bound."""
+    if not any((out / table).glob("run_date=*/*.parquet")):
+        return []
+    con = duckdb.connect()
+    try:
+        bound = {"files": str(out / table / "**" / "*.parquet"), "run_id": run_id, **params}
+        return con.execute(sql, bound).fetchall()
+    finally:
+        con.close()
