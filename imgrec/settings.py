@@ -89,6 +89,11 @@ class ServiceSettings(Section):
     max_active_requests: int = 64
 
 
+class ConsoleSettings(Section):
+    # GET /console: a try-it page (sign in with a configured IAM user, call any API from the browser)
+    enabled: bool = False
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["text", "json"] = "text"  # json: one object per line, with the request id
@@ -181,6 +186,7 @@ class Settings(BaseSettings):
     bgm: BgmSettings = BgmSettings()
     url_fetch: UrlFetchSettings = UrlFetchSettings()
     service: ServiceSettings = ServiceSettings()
+    console: ConsoleSettings = ConsoleSettings()
     log: LogSettings = LogSettings()
     client: ClientSettings = ClientSettings()
     pipeline: RunParameters = RunParameters()  # defaults for every run; a run's own parameters win

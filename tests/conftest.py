@@ -57,6 +57,9 @@ enabled = false
 [url_fetch]
 allow = ["127.0.0.1:{file_server.port}"]
 timeout_seconds = 3
+
+[console]
+enabled = true
 """
     config = write_config(folder, gallery, extra)
     proc = ServiceProcess(config, folder / "service.log")

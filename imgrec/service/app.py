@@ -29,7 +29,7 @@ from imgrec.schemas.errors import ApiError
 from ..engines.base import ImageOutput
 from ..recognizer import Recognizer
 from ..settings import Settings
-from . import observability, simulate
+from . import console, observability, simulate
 from .auth import Authenticator
 from imgrec.connectors.urlfetch import capped
 
@@ -166,6 +166,8 @@ class ImageRecognitionService:
             Route("/ready", self.ready, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
         ]
+        if self.settings.console.enabled:
+            routes.append(Route("/console", console.console, methods=["GET"]))
         return routes
 
     async def _inject(self, request: Request) -> Response | None:
