@@ -2,12 +2,16 @@
 returning the endpoint's response model (or an `ImageOutput`)."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
 from imgrec.schemas.common import IMAGE_FORMATS, ApiSpec, ImageInfo, ParsedRequest, inspect_image
+from imgrec.schemas.errors import ApiError
 
 from . import imaging
 
@@ -39,6 +43,33 @@ class Engine(Protocol):
     # Optionally, `problem(settings) -> str | None` (a static or class method): what keeps the engine from
     # working with these settings (a configured folder that is not there, a model file not set up), found
     # without loading anything. Engines that load nothing leave it out.
+
+
+WEIGHTS = Path(__file__).parent / "weights"  # the networks and heads this project trained (README: provenance)
+_sessions_lock = threading.Lock()
+
+
+@lru_cache(maxsize=8)
+def _weights_session(name: str):
+    import onnxruntime as ort
+
+    path = WEIGHTS / name
+    if not path.is_file():
+        raise ApiError.of("AIS.0007", f"{name} is missing")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # the pipeline and the server parallelise across images
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def weights_session(name: str):
+    """The onnxruntime session of a network shipped in weights/, loaded once (AIS.0007 when it is missing)."""
+    with _sessions_lock:
+        return _weights_session(name)
+
+
+def weights_problem(*names: str) -> str | None:
+    missing = [name for name in names if not (WEIGHTS / name).is_file()]
+    return f"weights missing: {', '.join(missing)}" if missing else None
 
 
 def folder_problem(folder, setting: str) -> str | None:

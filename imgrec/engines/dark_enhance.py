@@ -1,8 +1,13 @@
-"""Low-light enhancement: Retinex-style illumination estimation (LIME, Guo et al. 2017).
+"""Low-light enhancement: an exposure gamma, then a learned illumination (gain) map, Retinex-style
+(training/train_low_light.py), then noise-adaptive denoising.
 
-The illumination map is the per-pixel max over RGB, smoothed edge-aware with a guided filter; the image is
-divided by illumination**g. `brightness` in [0, 1] sets g: 0 barely lifts the shadows, 1 normalises the
-illumination almost fully. Colours keep their ratios because all channels share one map.
+On a work copy of the photo (long side 128 px: the whole scene, its exposure and colour cast at once) the
+exposure gamma brings the mean to 0.4 (`low_light_steps.py`); a small network reads the result and answers a
+smooth per-pixel, per-channel log-gain that corrects it locally. At full size the gamma and the upsampled map
+are applied band by band (a power and a multiply per pixel), then the noise the lift made visible is removed
+as far as it stands out. `brightness` in [0, 1] scales the whole change in log exposure: 0.9 (the default)
+applies it as trained, 0 leaves the photo as it is, 1 lifts a little more. A photo that is not dark gets
+gamma 1 and a gain near 1.
 """
 from __future__ import annotations
 
@@ -11,27 +16,47 @@ import numpy as np
 from imgrec.schemas import dark_enhance as schema
 from imgrec.schemas.common import ParsedRequest
 
-from .base import ImageOutput, transform_image
-from .imaging import banded, full_size_map, guided_filter, radius_for, to_float, work_copy
+from .base import ImageOutput, transform_image, weights_problem, weights_session
+from .imaging import banded
+from .low_light_steps import denoise, exposure_gamma
+
+NETWORK = "low_light.onnx"
+WORK_SIDE = 128  # as trained
+TRAINED_BRIGHTNESS = 0.9  # the default brightness applies the correction as trained
+
+
+def correction(rgb: np.ndarray, brightness: float) -> tuple[float, np.ndarray]:
+    """(gamma, gain map at full size) for this photo and brightness."""
+    import cv2
+
+    h, w = rgb.shape[:2]
+    s = WORK_SIDE / max(h, w)
+    work = cv2.resize(rgb, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+    work = work.astype(np.float32) / 255
+    gamma = exposure_gamma(work)
+    x = np.ascontiguousarray((work ** gamma).transpose(2, 0, 1)[None])
+    log_gain = weights_session(NETWORK).run(None, {"rgb": x})[0][0].transpose(1, 2, 0)
+    share = brightness / TRAINED_BRIGHTNESS
+    gain = np.exp(log_gain * share).astype(np.float32)
+    return gamma ** share, cv2.resize(gain, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float16)
 
 
 def enhance(rgb: np.ndarray, brightness: float) -> np.ndarray:
-    # The illumination map is smooth: estimated on a work copy of at most 2 MP, applied band by band.
-    img = to_float(work_copy(rgb))
-    illumination = img.max(axis=2)
-    grey = img.mean(axis=2)
-    illumination = guided_filter(grey, illumination, radius_for(img.shape), 1e-3)
-    illumination = np.clip(illumination, 0.02, 1.0)
-    exponent = 0.15 + 0.75 * brightness
-    gain = full_size_map(illumination ** -exponent, *rgb.shape[:2])
-    return banded(rgb, lambda band, rows: band * gain[rows, :, None])
+    if brightness == 0:
+        return rgb.copy()
+    gamma, gain = correction(rgb, brightness)
+    return denoise(banded(rgb, lambda band, rows: band ** gamma * gain[rows]))
 
 
 class DarkEnhanceEngine:
     spec = schema.SPEC
 
     def __init__(self, registry):
-        pass  # no model: the method is Retinex illumination estimation
+        pass  # the network loads on first use (weights_session)
+
+    @staticmethod
+    def problem(settings) -> str | None:
+        return weights_problem(NETWORK)
 
     def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
         return transform_image(data, request, self.spec, lambda rgb: enhance(rgb, request.params["brightness"]))

@@ -1,45 +1,26 @@
 """Super-resolution: ESPCN and SRCNN (x3, x4), trained by this project (training/train_sr.py), served by
 onnxruntime from imgrec/engines/weights/.
 
-The networks refine luminance (Y); chroma is upscaled bicubically, as in both papers. Work is tiled
+The networks refine luminance (Y); chroma is upscaled bicubically, as in both papers. Both graphs take the
+low-resolution Y (SRCNN's bicubic upscale is inside its graph) and add their output to a bicubic upscale. Work is tiled
 (128 low-res pixels a side, with an overlap wider than the receptive field), so a 2048-px input costs
 bounded memory whatever the network's width.
 """
 from __future__ import annotations
 
-import threading
-from functools import lru_cache
-from pathlib import Path
-
 import numpy as np
 
 from imgrec.schemas import super_resolution as schema
 from imgrec.schemas.common import ParsedRequest
-from imgrec.schemas.errors import ApiError
 
-from .base import ImageOutput, transform_image
+from .base import ImageOutput, transform_image, weights_problem, weights_session
 
-WEIGHTS = Path(__file__).parent / "weights"
 TILE = 128
 OVERLAP = 8  # low-res pixels; both receptive fields are narrower
-_lock = threading.Lock()
 
 
-@lru_cache(maxsize=4)
-def _session(model: str, scale: int):
-    import onnxruntime as ort
-
-    path = WEIGHTS / f"sr_{model.lower()}_x{scale}.onnx"
-    if not path.exists():
-        raise ApiError.of("AIS.0007", f"{path.name} is missing")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def session(model: str, scale: int):
-    with _lock:
-        return _session(model, scale)
+def network(model: str, scale: int) -> str:
+    return f"sr_{model.lower()}_x{scale}.onnx"
 
 
 def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
@@ -65,7 +46,7 @@ def _bicubic(img: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def upscale_y(y: np.ndarray, model: str, scale: int) -> np.ndarray:
-    sess = session(model, scale)
+    sess = weights_session(network(model, scale))
     h, w = y.shape
     out = np.zeros((h * scale, w * scale), np.float32)
     for top in range(0, h, TILE):
@@ -73,8 +54,6 @@ def upscale_y(y: np.ndarray, model: str, scale: int) -> np.ndarray:
             t0, l0 = max(0, top - OVERLAP), max(0, left - OVERLAP)
             t1, l1 = min(h, top + TILE + OVERLAP), min(w, left + TILE + OVERLAP)
             tile = y[t0:t1, l0:l1]
-            if model == "SRCNN":  # SRCNN refines an already upscaled image
-                tile = _bicubic(tile, tile.shape[1] * scale, tile.shape[0] * scale)
             result = sess.run(None, {"y": tile[None, None].astype(np.float32)})[0][0, 0]
             ct, cl = (top - t0) * scale, (left - l0) * scale
             bh, bw = (min(h, top + TILE) - top) * scale, (min(w, left + TILE) - left) * scale
@@ -94,13 +73,11 @@ class SuperResolutionEngine:
     spec = schema.SPEC
 
     def __init__(self, registry):
-        pass  # the four networks load on first use (session())
+        pass  # the four networks load on first use (weights_session)
 
     @staticmethod
     def problem(settings) -> str | None:
-        missing = [p.name for p in (WEIGHTS / f"sr_{m}_x{s}.onnx" for m in ("espcn", "srcnn") for s in (3, 4))
-                   if not p.is_file()]
-        return f"super-resolution weights missing: {', '.join(missing)}" if missing else None
+        return weights_problem(*(network(m, s) for m in ("ESPCN", "SRCNN") for s in (3, 4)))
 
     def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
         p = request.params
