@@ -1,6 +1,7 @@
 """Pipeline CPU per image, backend excluded: 10,000 images against the simulated service at zero latency.
 
     .venv/bin/python bench/overhead.py [--images 10000] [--source folder|s3] [--no-compare] [--py-spy]
+                                       [--latency-ms 0] [--api celebrity_recognition] [--concurrency 16]
 
 `--source s3` puts the images in a moto S3 server (another process) instead of a folder: the figure then
 includes boto3's GETs.
@@ -28,13 +29,14 @@ from tests.helpers import AK, PROJECT, SK, ServiceProcess, write_config  # noqa:
 
 
 def run_pipeline(base_url: str, source: str, out: Path, prefect_url: str, profile: Path | None = None,
-                 transport: str = "keepalive", extra_env: dict | None = None) -> tuple[float, float, float]:
+                 transport: str = "keepalive", extra_env: dict | None = None, api: str = "celebrity_recognition",
+                 concurrency: int = 16) -> tuple[float, float, float]:
     """One `imgrec run` in its own process: its CPU seconds, wall seconds and peak RSS in MB."""
     env = {**os.environ, "HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "HUAWEICLOUD_SDK_PROJECT_ID": PROJECT,
            "DO_NOT_TRACK": "1", "PREFECT_API_URL": prefect_url, "IMGREC_CLIENT__TRANSPORT": transport,
            **(extra_env or {})}
     cmd = [str(ROOT / ".venv" / "bin" / "imgrec"), "run", source, "--out", str(out), "--backend", "http",
-           "--endpoint", base_url, "--apis", "celebrity_recognition", "--concurrency", "16", "--shard-size", "500"]
+           "--endpoint", base_url, "--apis", api, "--concurrency", str(concurrency), "--shard-size", "500"]
     if profile and profile.suffix == ".prof":
         cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), *cmd]
     elif profile:  # sampled stacks; cheaper than cProfile, so the shares stay honest
@@ -90,30 +92,36 @@ def main() -> None:
     parser.add_argument("--source", choices=["folder", "s3"], default="folder")
     parser.add_argument("--no-compare", action="store_true", help="skip the run with httpx's own transport")
     parser.add_argument("--py-spy", action="store_true", help="sample the run with py-spy; prints top frames")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="the simulated service's latency")
+    parser.add_argument("--api", default="celebrity_recognition")
+    parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
+    options = {"api": args.api, "concurrency": args.concurrency}
     work = Path(tempfile.mkdtemp(prefix="imgrec-overhead-"))
     make_images(work / "images", args.images)
     (work / "empty").mkdir()
-    extra = "\n[simulate]\nenabled = true\nlatency_ms = 0\n"
+    extra = f"\n[simulate]\nenabled = true\nlatency_ms = {args.latency_ms}\n"
     service = ServiceProcess(write_config(work, extra=extra), work / "service.log")
     prefect, prefect_url = prefect_server(work)
     moto, env = s3_server(work, work / "images") if args.source == "s3" else (None, {})
     images, empty = ("s3://images/", "s3://empty/") if moto else (str(work / "images"), str(work / "empty"))
     try:
         base_cpu, base_wall, base_rss = run_pipeline(service.base_url, empty, work / "out-empty", prefect_url,
-                                                     extra_env=env)
+                                                     extra_env=env, **options)
         cpu, wall, rss = run_pipeline(service.base_url, images, work / "out", prefect_url,
                                       work / "pipeline.prof" if args.profile else
-                                      work / "pipeline.stacks" if args.py_spy else None, extra_env=env)
+                                      work / "pipeline.stacks" if args.py_spy else None, extra_env=env, **options)
         compare = None if args.no_compare else run_pipeline(service.base_url, images, work / "out-httpx",
-                                                            prefect_url, transport="httpx", extra_env=env)
+                                                            prefect_url, transport="httpx", extra_env=env,
+                                                            **options)
     finally:
         service.stop()
         prefect.terminate()
         if moto:
             moto.terminate()
     per_image = (cpu - base_cpu) / args.images * 1000
-    print(table(f"Pipeline overhead over {args.images} images from a {args.source} (simulated service, 0 ms)",
+    print(table(f"Pipeline overhead over {args.images} images from a {args.source} ({args.api}, concurrency "
+                f"{args.concurrency}, simulated service, {args.latency_ms:g} ms)",
                 ["run", "CPU s", "wall s", "CPU ms per image", "peak RSS MB"],
                 [["empty folder (baseline)", f"{base_cpu:.2f}", f"{base_wall:.1f}", "-", f"{base_rss:.0f}"],
                  [f"{args.images} images", f"{cpu:.2f}", f"{wall:.1f}", f"{cpu / args.images * 1000:.3f}",

@@ -113,9 +113,13 @@ def per_image(out: Path, job: Job) -> list[dict[str, Any]]:
     rows = []
     for key, status in images:
         failed = errors.get(key, {})
+        grouped: dict[tuple[str, str], list[str]] = {}  # one line per distinct error, naming its APIs
+        for api, error in sorted(failed.items()):
+            grouped.setdefault(error, []).append(api)
         rows.append({"key": key, "status": status,
                      "outcomes": {api: failed[api][0] if api in failed else "ok" for api in job.apis},
-                     "errors": [[api, code, message] for api, (code, message) in sorted(failed.items())],
+                     "errors": [["every API" if len(apis) == len(job.apis) > 1 else ", ".join(apis), code, message]
+                                for (code, message), apis in grouped.items()],
                      "tags": list(tags.get(key, []))})
     return rows
 

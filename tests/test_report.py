@@ -112,7 +112,8 @@ def test_gallery_shows_thumbnails_boxes_results_within_bounds(tmp_path, monkeypa
     job, summary = _gallery_run(tmp_path)
     cards = {card["key"]: card for card in gallery.gallery(job, summary["images"])}
     assert list(cards) == ["broken.jpg", "cat.jpg", "dark.png"]  # the report's order: problems first
-    assert cards["broken.jpg"]["thumb"] is None and cards["broken.jpg"]["errors"]
+    assert cards["broken.jpg"]["thumb"] is None
+    assert cards["broken.jpg"]["errors"] == [["every API", "AIS.0503", "the image is damaged"]]  # one line, not two
     cat = cards["cat.jpg"]
     assert cat["thumb"].startswith("data:image/jpeg;base64,") and max(cat["width"], cat["height"]) == 200
     assert [box["label"] for box in cat["boxes"]] == ["cat"] and cat["boxes"][0]["x"] == pytest.approx(50, abs=1)
