@@ -74,8 +74,6 @@ def weights_problem(*names: str) -> str | None:
 
 def folder_problem(folder, setting: str) -> str | None:
     """A configured folder (gallery, music library) that is not there; None when unset or present."""
-    from pathlib import Path
-
     return f"{setting} {folder} is not a folder" if folder is not None and not Path(folder).is_dir() else None
 
 

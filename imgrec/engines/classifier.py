@@ -21,11 +21,12 @@ import numpy as np
 
 from imgrec.schemas.errors import ApiError
 
+from .base import WEIGHTS
 from .labels import CATEGORIES, coco_by_name, imagenet_classes
 from .scene import Candidate
 
 MODEL_FILE = "efficientnet_lite0.onnx"
-SCENE_HEAD = Path(__file__).parent / "weights" / "scene_head.npz"
+SCENE_HEAD = WEIGHTS / "scene_head.npz"
 MIN_PROBABILITY = 0.01  # tags below 1% are noise at any threshold a caller may ask for
 TOP_CLASSES = 10
 _lock = threading.Lock()

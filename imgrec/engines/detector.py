@@ -18,6 +18,7 @@ import numpy as np
 
 from imgrec.schemas.errors import ApiError
 
+from .base import WEIGHTS
 from .labels import COCO
 
 log = logging.getLogger("imgrec.engines.detector")
@@ -143,7 +144,7 @@ class NanoDet:
 
 
 _lock = threading.Lock()
-CALIBRATION = Path(__file__).parent / "weights" / "detector_calibration.npz"
+CALIBRATION = WEIGHTS / "detector_calibration.npz"
 
 
 @lru_cache(maxsize=1)

@@ -19,11 +19,11 @@ from imgrec.schemas import recapture_detect as schema
 from imgrec.schemas.common import ParsedRequest
 from imgrec.schemas.errors import ApiError
 
-from .base import image_info
+from .base import WEIGHTS, image_info, weights_problem
 from .imaging import decode
 from .recapture_features import features
 
-WEIGHTS = Path(__file__).parent / "weights" / "recapture_head.npz"
+HEAD = WEIGHTS / "recapture_head.npz"
 
 
 def engine_features(data: bytes, info, models_dir) -> np.ndarray:
@@ -47,9 +47,9 @@ class RecaptureDetectEngine:
     spec = schema.SPEC
 
     def __init__(self, registry):
-        if not WEIGHTS.exists():
-            raise ApiError.of("AIS.0007", f"{WEIGHTS.name} is missing")
-        with np.load(WEIGHTS) as head:
+        if not HEAD.exists():
+            raise ApiError.of("AIS.0007", f"{HEAD.name} is missing")
+        with np.load(HEAD) as head:
             self.weight, self.bias = head["weight"], float(head["bias"])
             self.mean, self.scale = head["mean"], head["scale"]
         self.models_dir = registry.settings.models_dir
@@ -58,8 +58,8 @@ class RecaptureDetectEngine:
     def problem(settings) -> str | None:
         from .classifier import MODEL_FILE
 
-        if not WEIGHTS.is_file():
-            return f"{WEIGHTS} is missing"
+        if (missing := weights_problem(HEAD.name)) is not None:
+            return missing
         model = Path(settings.models_dir) / MODEL_FILE
         return None if model.is_file() else f"model {model} is not set up: run scripts/setup.sh"
 
