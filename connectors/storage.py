@@ -171,27 +171,35 @@ def _problem(key: str, why: str, stat: os.stat_result | None = None, retryable: 
                       problem=why, problem_retryable=retryable)
 
 
+def bucket_client(uri: str, region: str | None = None, pool: int = 32):
+    """(boto3 S3 client, bucket, prefix) for `s3://bucket/prefix` or `obs://bucket/prefix`: boto3's standard
+    credential chain and endpoint variables; `obs://` without an endpoint variable goes to the region's OBS."""
+    import boto3
+    from botocore.config import Config
+
+    scheme, _, rest = uri.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"{uri!r} names no bucket: use {scheme}://bucket/prefix")
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "cn-north-4"
+    endpoint = None
+    custom = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if scheme == "obs" and not custom:
+        endpoint = f"https://obs.{region}.myhuaweicloud.com"
+    config = Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"},
+                    s3={"addressing_style": "virtual" if scheme == "obs" else ("path" if endpoint or custom else "auto")},
+                    max_pool_connections=pool)
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region, config=config), bucket, prefix
+
+
 class S3Storage:
     """S3 or Huawei OBS (S3-compatible) through boto3."""
 
     read_batch = 1
 
     def __init__(self, uri: str, region: str | None = None):
-        import boto3
-        from botocore.config import Config
-
-        scheme, _, rest = uri.partition("://")
-        self.bucket, _, self.prefix = rest.partition("/")
         self.uri = uri
-        endpoint = None
-        region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "cn-north-4"
-        if scheme == "obs" and not (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")):
-            endpoint = f"https://obs.{region}.myhuaweicloud.com"
-        custom = endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        config = Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"},
-                        s3={"addressing_style": "virtual" if scheme == "obs" else ("path" if custom else "auto")},
-                        max_pool_connections=32)
-        self.client = boto3.client("s3", endpoint_url=endpoint, region_name=region, config=config)
+        self.client, self.bucket, self.prefix = bucket_client(uri, region)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")

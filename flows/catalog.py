@@ -6,13 +6,10 @@ inside) -> report. Everything heavy lives in plain functions under `tasks/`, tes
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
-from contextlib import contextmanager
 from functools import lru_cache
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -63,15 +60,16 @@ def report_task(job: Job, listed: int, shard_stats: list[dict[str, Any]]) -> dic
     stats = [recognize.ShardStats.from_dict(s) for s in shard_stats]
     summary = report.summarize(job, listed, stats, datetime.now(timezone.utc))
     report.write_runs_row(job, summary)
-    writing.ensure_tables(job.out_path, job.run_date, job.run_id)
+    if job.table_format == "parquet":
+        writing.ensure_tables(job.output, job.run_date, job.run_id)
     try:
         from imgrec.warehouse import refresh
 
-        refresh(job.out_path)  # warehouse/imgrec.duckdb: one file for BI tools, a view per table
-    except Exception as exc:  # a convenience over the Parquet files, which are the record
+        # A folder's imgrec.duckdb: one file for BI tools, a table each (a bucket's tables are read in place)
+        refresh(job.out, job.table_format, job.iceberg_catalog)
+    except Exception as exc:  # a convenience over the tables, which are the record
         get_run_logger().warning("could not refresh the DuckDB catalog file: %s", exc)
-    paths = report.write_report(job, summary)
-    summary["report_paths"] = {k: str(v) for k, v in paths.items()}
+    summary["report_paths"] = report.write_report(job, summary)
     try:
         report.publish_artifacts(summary)
     except Exception as exc:  # artifacts are a convenience; the files are the record
@@ -95,31 +93,24 @@ def shards_on_dask(address: str | None):
     return run_shards
 
 
-@contextmanager
-def exclusive(out: Path):
-    """One run at a time per output folder: two writers would both process the same new objects."""
-    lock_path = out / "_state" / "run.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"another imgrec run is writing to {out}") from None
-        yield
-
-
 async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
     logger = get_run_logger()
-    out = job.out_path
-    out.mkdir(parents=True, exist_ok=True)
-    with exclusive(out):
+    output = job.output
+    # One run at a time per output: two would both process the same new objects (a lock file, or a lock
+    # object created by a conditional PUT in a bucket).
+    with output.lock(job.run_id):
         if job.global_limit and job.rate_per_second > 0:
             await ensure_global_limit(job.global_limit, job.rate_per_second)
-        recovered = writing.recover(out)
+        append = recognize.iceberg_append(job)
+        recovered = writing.recover(output, append)
         if recovered["finished"] or recovered["dropped"]:
             logger.info("recovered an interrupted run: %s", recovered)
-        if folded := writing.compact_ledger(out, job.run_id):
+        if folded := writing.compact_ledger(output, job.run_id, job.work_dir):
             logger.info("compacted %d ledger files into one", folded)
+        if job.table_format == "iceberg":
+            from imgrec.tasks.iceberg import IcebergTables
+
+            IcebergTables.of(job).ensure_tables()
         listed = list_objects_task(job)
         if not listed:
             logger.warning("no images listed under %s%s: check the source and --prefix", job.source,

@@ -156,15 +156,17 @@ def server_status(config: Optional[Path] = typer.Option(None, exists=True, dir_o
 @app.command()
 def sql(query: str = typer.Argument(..., help="SQL over the views: images, tags, detections, faces, "
                                              "main_objects, recapture, enhanced, errors, runs"),
-        out: Path = typer.Option(Path("warehouse"), help="The warehouse folder (imgrec run's --out)"),
+        out: str = typer.Option("warehouse", help="The warehouse (imgrec run's --out): a folder or s3://..."),
+        iceberg_catalog: Optional[str] = typer.Option(None, help="Iceberg tables: their catalog (imgrec run's "
+                                                      "--iceberg-catalog; default the folder's SQLite file)"),
         csv: bool = typer.Option(False, "--csv", help="CSV instead of a table")) -> None:
-    """Run a query on the warehouse (its DuckDB file, refreshed first) and print the result."""
+    """Run a query on the warehouse (a folder's DuckDB file, refreshed first) and print the result."""
     import duckdb
 
     from .warehouse import open as open_warehouse
 
     try:
-        frame = open_warehouse(out).sql(query)
+        frame = open_warehouse(out, iceberg_catalog=iceberg_catalog).sql(query)
     except (FileNotFoundError, duckdb.Error) as exc:
         typer.echo(f"imgrec sql: {exc}", err=True)
         raise typer.Exit(2)

@@ -51,7 +51,13 @@ def _progress_bar(stop: threading.Event) -> None:
 
 def run(
     source: str = typer.Argument(..., help="A folder, s3://bucket/prefix or obs://bucket/prefix"),
-    out: Optional[Path] = typer.Option(None, help="Output folder for tables and reports (default ./warehouse)"),
+    out: Optional[str] = typer.Option(None, help="Where tables, ledger and reports land: a folder (default "
+                                      "./warehouse), s3://bucket/prefix or obs://bucket/prefix"),
+    table_format: Optional[str] = typer.Option(None, help="parquet (Hive-partitioned files, the default) or "
+                                               "iceberg (Apache Iceberg tables in a catalog)"),
+    iceberg_catalog: Optional[str] = typer.Option(None, help="Iceberg catalog: a SQLAlchemy URL (sqlite:///..., "
+                                                  "postgresql+psycopg2://...) or a REST catalog URL; default "
+                                                  "a SQLite file in a folder output"),
     apis: Optional[str] = typer.Option(None, help="Comma-separated API names (default: every enabled image API): "
                                        f"{', '.join(CATALOG_APIS)}; `imgrec apis` lists them"),
     backend: Optional[str] = typer.Option(None, help="local (in-process engines) or http"),
@@ -77,7 +83,7 @@ def run(
 
     from imgrec.tasks.job import RunParameters
 
-    given = dict(source=source, out=str(out) if out else None,
+    given = dict(source=source, out=out, table_format=table_format, iceberg_catalog=iceberg_catalog,
                  apis=[a.strip() for a in apis.split(",") if a.strip()] if apis else None, backend=backend,
                  endpoint=endpoint, mode=mode, concurrency=concurrency, rate_per_second=rate, shard_size=shard_size,
                  params=parse_params(param) or None, config=str(config) if config else None,

@@ -1,19 +1,25 @@
 """The warehouse for analysts and BI tools: one DuckDB file with a view per table, and a Python API.
 
     import imgrec.warehouse
-    wh = imgrec.warehouse.open("warehouse")
+    wh = imgrec.warehouse.open("warehouse")            # or "s3://bucket/prefix", or an Iceberg warehouse
     tags = wh.table("tags", api="image_tagging", run_date="2026-11-28", key_prefix="shop/")  # pandas
     wh.sql("SELECT tag_en, count(*) FROM tags GROUP BY 1 ORDER BY 2 DESC LIMIT 10")          # pandas
 
-`warehouse/imgrec.duckdb` holds one view per table (`images`, `tags`, ..., `runs`) over the Parquet files
-(Hive partitions by run date, files of every run), refreshed after each run: a BI tool with a DuckDB
+A folder output's `imgrec.duckdb` holds one view per table (`images`, `tags`, ..., `runs`) over the Parquet
+files (Hive partitions by run date, files of every run), refreshed after each run: a BI tool with a DuckDB
 connector (Metabase, Superset, Tableau through JDBC/ODBC, DBeaver) opens that one file. The file is
 replaced atomically, so a tool that has the old one open keeps reading it. The views name the Parquet
 folders by absolute path: after moving the warehouse, `imgrec sql` (or `refresh`) writes them again.
+With Iceberg tables DuckDB has no reader offline (its iceberg extension is downloaded), so the file holds
+each table's current snapshot copied in through pyiceberg.
+
+Three readers behind one API, each pushing the filters into the scan: DuckDB over a folder's Parquet files,
+pyarrow's dataset over a bucket's (DuckDB's S3 support is an extension it downloads), pyiceberg for Iceberg.
 """
 from __future__ import annotations
 
 import os
+import time
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -33,13 +39,30 @@ def _parquet(out: Path, table: str) -> str:
            "union_by_name = true)"
 
 
-def refresh(out: str | Path) -> Path:
-    """(Re)write `out/imgrec.duckdb`: a view per table that has files. Atomic: a new file replaces the old."""
+def _is_bucket(out: str | Path) -> bool:
+    return str(out).startswith(("s3://", "obs://"))
+
+
+def detect_format(out: str | Path) -> str:
+    """parquet when the output holds Parquet table files, else iceberg when it holds Iceberg tables."""
+    from imgrec.connectors.output import open_output
+
+    output = open_output(str(out))
+    if any(output.list(table) for table in TABLES):
+        return "parquet"
+    return "iceberg" if output.list("iceberg") else "parquet"
+
+
+def refresh(out: str | Path, table_format: str | None = None, iceberg_catalog: str | None = None) -> Path | None:
+    """(Re)write `out/imgrec.duckdb` for a folder output (None for a bucket: BI tools read the bucket).
+    Parquet: a view per table that has files; Iceberg: each table's current rows. Atomic: a new file
+    replaces the old."""
     import duckdb
 
-    import time
-
+    if _is_bucket(out):
+        return None
     out = Path(out)
+    table_format = table_format or detect_format(out)
     target = out / CATALOG_FILE
     for stale in out.glob(f".{CATALOG_FILE}.*.tmp"):  # left by a process killed while refreshing
         if time.time() - stale.stat().st_mtime > 600:
@@ -49,7 +72,14 @@ def refresh(out: str | Path) -> Path:
     con = duckdb.connect(str(tmp))
     try:
         for table in TABLES:
-            if any((out / table).glob("run_date=*/*.parquet")):
+            if table_format == "iceberg":
+                from imgrec.tasks.iceberg import IcebergTables
+
+                rows = IcebergTables(str(out.resolve()), iceberg_catalog).scan(table)
+                con.register("_rows", rows)
+                con.execute(f"CREATE TABLE {table} AS SELECT * FROM _rows")
+                con.unregister("_rows")
+            elif any((out / table).glob("run_date=*/*.parquet")):
                 con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {_parquet(out, table)}")
     finally:
         con.close()
@@ -58,67 +88,111 @@ def refresh(out: str | Path) -> Path:
 
 
 class Warehouse:
-    def __init__(self, out: str | Path):
-        self.out = Path(out)
-        if not self.out.is_dir():
+    def __init__(self, out: str | Path, table_format: str | None = None, iceberg_catalog: str | None = None):
+        self.bucket = _is_bucket(out)
+        self.out = str(out).rstrip("/") if self.bucket else Path(out).resolve()
+        if not self.bucket and not self.out.is_dir():
             raise FileNotFoundError(f"no warehouse at {out}")
-        refresh(self.out)  # views for every table there is now, and for where the warehouse is now
+        self.table_format = table_format or ("iceberg" if iceberg_catalog else detect_format(self.out))
+        self.iceberg_catalog = iceberg_catalog
+        if not self.bucket:
+            refresh(self.out, self.table_format, iceberg_catalog)  # the tables there are now, where they are now
 
     def sql(self, query: str, params: dict[str, Any] | list[Any] | None = None):
-        """A query over the views (`tags`, `images`, ...) as a pandas DataFrame."""
+        """A query over the tables (`tags`, `images`, ...) as a pandas DataFrame."""
         import duckdb
 
-        con = duckdb.connect(str(self.out / CATALOG_FILE), read_only=True)
+        if not self.bucket:
+            con = duckdb.connect(str(self.out / CATALOG_FILE), read_only=True)
+        else:  # each table read whole through pyarrow/pyiceberg, queried in memory
+            con = duckdb.connect()
+            for table in TABLES:
+                try:
+                    con.register(table, self.arrow(table))
+                except FileNotFoundError:
+                    continue
         try:
             return con.execute(query, params).df()
         finally:
             con.close()
 
-    def _filtered(self, table: str, columns: list[str] | None, run_date: str | date | None, api: str | None,
-                  key_prefix: str | None, run_id: str | None) -> tuple[str, dict[str, Any]]:
+    def _filters(self, table: str, columns: list[str] | None, **given: Any) -> tuple[list[str], dict[str, Any]]:
         if table not in TABLES:
             raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
         fields = set(TABLES[table].names) | {"run_date"}
-        wanted = columns or ["*"]
-        unknown = [c for c in wanted if c != "*" and c not in fields]
+        unknown = [c for c in columns or [] if c != "*" and c not in fields]
         if unknown:
             raise KeyError(f"{table} has no column {', '.join(unknown)}")
-        where, params = [], {}
-        for name, value in (("run_date", run_date), ("api", api), ("run_id", run_id)):
-            if value is not None:
-                if name not in fields:
-                    raise KeyError(f"{table} has no column {name}")
-                where.append(f"{name} = ${name}")
-                params[name] = value.isoformat() if isinstance(value, (date, datetime)) else value
-        if key_prefix is not None:
-            where.append("starts_with(key, $key_prefix)")
-            params["key_prefix"] = key_prefix
-        select = ", ".join(wanted)
-        query = f"SELECT {select} FROM {_parquet(self.out, table)}"
-        if where:
-            query += " WHERE " + " AND ".join(where)  # pushed down: partitions and row groups are pruned
-        return query, params
+        filters = {}
+        for name, value in given.items():
+            if value is None:
+                continue
+            column = "key" if name == "key_prefix" else name
+            if column not in fields:
+                raise KeyError(f"{table} has no column {column}")
+            filters[name] = value.isoformat() if isinstance(value, (date, datetime)) else value
+        return [c for c in columns or [] if c != "*"], filters
 
     def table(self, table: str, columns: list[str] | None = None, run_date: str | date | None = None,
               api: str | None = None, key_prefix: str | None = None, run_id: str | None = None):
         """One table as a pandas DataFrame, filtered where it is read (run date partitions, api, key prefix)."""
-        return self._read(table, columns, run_date, api, key_prefix, run_id).df()
+        return self.arrow(table, columns, run_date, api, key_prefix, run_id).to_pandas()
 
     def arrow(self, table: str, columns: list[str] | None = None, run_date: str | date | None = None,
               api: str | None = None, key_prefix: str | None = None, run_id: str | None = None):
         """The same as `table`, as a pyarrow Table."""
-        relation = self._read(table, columns, run_date, api, key_prefix, run_id)
-        return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+        wanted, filters = self._filters(table, columns, run_date=run_date, api=api, key_prefix=key_prefix,
+                                        run_id=run_id)
+        if self.table_format == "iceberg":
+            from imgrec.tasks.iceberg import IcebergTables
 
-    def _read(self, table, columns, run_date, api, key_prefix, run_id):
+            return IcebergTables(str(self.out), self.iceberg_catalog).scan(table, wanted or None, **filters)
+        if self.bucket:
+            return self._bucket_parquet(table, wanted, filters)
+        return self._folder_parquet(table, wanted, filters)
+
+    def _folder_parquet(self, table: str, wanted: list[str], filters: dict[str, Any]):
         import duckdb
 
-        query, params = self._filtered(table, columns, run_date, api, key_prefix, run_id)
         if not any((self.out / table).glob("run_date=*/*.parquet")):
             raise FileNotFoundError(f"no {table} files under {self.out}")
-        con = duckdb.connect()
-        return con.sql(query, params=params)
+        where = [f"starts_with(key, $key_prefix)" if n == "key_prefix" else f"{n} = ${n}" for n in filters]
+        query = f"SELECT {', '.join(wanted) or '*'} FROM {_parquet(self.out, table)}"
+        if where:
+            query += " WHERE " + " AND ".join(where)  # pushed down: partitions and row groups are pruned
+        relation = duckdb.connect().sql(query, params=filters)
+        return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+
+    def _bucket_parquet(self, table: str, wanted: list[str], filters: dict[str, Any]):
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+
+        filesystem, root = bucket_filesystem(self.out)
+        dataset = ds.dataset(f"{root}/{table}", filesystem=filesystem, format="parquet", partitioning="hive",
+                             exclude_invalid_files=False)
+        if not dataset.files:
+            raise FileNotFoundError(f"no {table} files under {self.out}")
+        expression = None
+        for name, value in filters.items():
+            term = (pc.starts_with(ds.field("key"), value) if name == "key_prefix"
+                    else ds.field(name) == (date.fromisoformat(value) if name == "run_date" else value))
+            expression = term if expression is None else expression & term
+        return dataset.to_table(columns=wanted or None, filter=expression)
 
 
-def open(out: str | Path) -> Warehouse:  # noqa: A001 - the analyst's spelling: imgrec.warehouse.open(out)
-    return Warehouse(out)
+def bucket_filesystem(out: str):
+    """(pyarrow S3 filesystem, bucket/prefix) for an s3:// or obs:// output: boto3's environment settings."""
+    from pyarrow import fs
+
+    from imgrec.tasks.iceberg import locations
+
+    _, location, props = locations(out, "unused")
+    return fs.S3FileSystem(endpoint_override=props.get("s3.endpoint"), region=props.get("s3.region"),
+                           access_key=props.get("s3.access-key-id"), secret_key=props.get("s3.secret-access-key"),
+                           session_token=props.get("s3.session-token")), \
+        location[len("s3://"):].removesuffix("/iceberg")
+
+
+def open(out: str | Path, table_format: str | None = None,  # noqa: A001 - the analyst's spelling
+         iceberg_catalog: str | None = None) -> Warehouse:
+    return Warehouse(out, table_format, iceberg_catalog)

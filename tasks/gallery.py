@@ -41,9 +41,16 @@ def thumbnail(data: bytes) -> tuple[str, int, int] | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), img.width, img.height
 
 
-def _local_file(uri: str) -> Path | None:
-    parsed = urlparse(uri or "")
-    return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
+def _result_bytes(job: Job, uri: str | None) -> bytes | None:
+    """An image-out result this run stored (a file:// or the output bucket's URI), or None when gone."""
+    try:
+        parsed = urlparse(uri or "")
+        if parsed.scheme == "file":
+            return Path(unquote(parsed.path)).read_bytes()
+        base = job.output.uri_of("")
+        return job.output.get(uri[len(base):]) if uri and uri.startswith(base) else None
+    except Exception:  # noqa: BLE001 - removed since the run: a card without the result
+        return None
 
 
 def gallery(job: Job, images: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -51,12 +58,12 @@ def gallery(job: Job, images: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = images[:GALLERY_IMAGES]
     if not rows:
         return []
-    out, keys = job.out_path, [row["key"] for row in rows]
+    keys = [row["key"] for row in rows]
 
     def by_key(table: str, columns: str) -> dict[str, list[tuple]]:
         found: dict[str, list[tuple]] = {}
-        for key, *rest in query_run(out, table, f"SELECT key, {columns} FROM {RUN_TABLE} WHERE run_id = $run_id "
-                                    "AND list_contains($keys, key)", job.run_id, keys=keys):
+        for key, *rest in query_run(job, table, f"SELECT key, {columns} FROM {RUN_TABLE} WHERE run_id = $run_id "
+                                    "AND list_contains($keys, key)", keys=keys):
             found.setdefault(key, []).append(tuple(rest))
         return found
 
@@ -86,8 +93,7 @@ def gallery(job: Job, images: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                       "y": round(y * card["height"], 1), "w": round(w * card["width"], 1),
                                       "h": round(h * card["height"], 1)})
         for api, uri in outputs.get(key, []):
-            path = _local_file(uri)
-            result = thumbnail(path.read_bytes()) if path is not None and path.is_file() else None
+            result = thumbnail(data) if (data := _result_bytes(job, uri)) else None
             if result is not None:
                 card["after"].append({"api": api, "thumb": result[0]})
         used += len(card["thumb"] or "") + sum(len(a["thumb"]) for a in card["after"])

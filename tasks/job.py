@@ -6,8 +6,11 @@ one per deployment. Fields a run leaves unset take the `[pipeline]` values, then
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from imgrec import schemas
+from imgrec.connectors.output import Output, is_bucket, open_output
 from imgrec.schemas.errors import ApiError
 
 
@@ -22,7 +26,12 @@ class RunParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str = ""  # a folder, s3://bucket/prefix or obs://bucket/prefix
-    out: str = "warehouse"  # tables, ledger and reports
+    out: str = "warehouse"  # tables, ledger and reports: a folder, s3://bucket/prefix or obs://bucket/prefix
+    # parquet: Hive-partitioned Parquet files; iceberg: Apache Iceberg tables registered in `iceberg_catalog`
+    table_format: Literal["parquet", "iceberg"] = "parquet"
+    # A SQLAlchemy URL (sqlite:///..., postgresql+psycopg2://...) or a REST catalog's http(s) URL. None: a
+    # SQLite file under a folder output's _state (a bucket output needs one named: workers share it).
+    iceberg_catalog: str | None = None
     apis: list[str] = []  # empty: every image API the backend has enabled
     backend: Literal["local", "http"] = "local"  # in-process engines, or an HTTP API (cloud / self-hosted)
     endpoint: str | None = None  # http backend: self-hosted base URL (None: Huawei Cloud, [client] region)
@@ -100,16 +109,30 @@ class Job(RunParameters):
         if not apis:
             raise ValueError("no APIs to run: none is enabled for this backend")
         data = parameters.model_dump()
-        data.update(apis=apis, out=str(Path(parameters.out).resolve()), config=config)
+        out = parameters.out.rstrip("/") if is_bucket(parameters.out) else str(Path(parameters.out).resolve())
+        if parameters.table_format == "iceberg" and is_bucket(out) and not parameters.iceberg_catalog:
+            raise ValueError("Iceberg tables in a bucket need a catalog every worker reaches: set iceberg_catalog "
+                             "(postgresql+psycopg2://..., a REST catalog's URL, or a shared sqlite:/// path)")
+        data.update(apis=apis, out=out, config=config)
         return cls(run_id=run_id, flow=flow, **data)
 
     @property
-    def out_path(self) -> Path:
-        return Path(self.out)
+    def output(self) -> Output:
+        return _output(self.out)
 
     @property
-    def run_dir(self) -> Path:
-        return self.out_path / "_runs" / self.run_id
+    def work_dir(self) -> Path:
+        """Local working files of this run (the listing, downloaded ledger and table files): inside a folder
+        output, under the temporary folder for a bucket output."""
+        if self.output.local_root is not None:
+            return self.output.local_root / "_runs" / self.run_id
+        digest = hashlib.sha256(self.out.encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / "imgrec-runs" / digest / self.run_id
+
+    @property
+    def shards_prefix(self) -> str:
+        """Where the shard manifests go in the output (a bucket output: every worker reads them)."""
+        return f"_runs/{self.run_id}/shards"
 
     @property
     def run_date(self) -> str:
@@ -124,5 +147,14 @@ class Job(RunParameters):
         return hashlib.sha256(f"{api}:{text}".encode()).hexdigest()[:16]
 
     def public_parameters(self) -> dict[str, Any]:
-        """For the runs table and reports: every parameter as JSON values (secrets never live here)."""
-        return self.model_dump(mode="json", exclude={"run_id", "flow", "started_at"})
+        """For the runs table and reports: every parameter as JSON values, a catalog URL's password masked."""
+        public = self.model_dump(mode="json", exclude={"run_id", "flow", "started_at"})
+        if public.get("iceberg_catalog"):
+            public["iceberg_catalog"] = re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", public["iceberg_catalog"])
+        return public
+
+
+@functools.lru_cache(maxsize=16)
+def _output(out: str) -> Output:
+    """One output (and boto3 client) per process and output, whatever the number of shards."""
+    return open_output(out)

@@ -1,4 +1,4 @@
-"""List the source into Parquet batches under the run folder: streaming, never the whole bucket in memory."""
+"""List the source into Parquet batches in the run's local working folder: streaming, never the whole bucket in memory."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +20,7 @@ BATCH = 10_000
 
 
 def list_objects(storage: Storage, job: Job) -> int:
-    folder = job.run_dir / "listing"
+    folder = job.work_dir / "listing"
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.parquet"):
         old.unlink()
@@ -58,4 +58,4 @@ def list_objects(storage: Storage, job: Job) -> int:
 
 
 def listing_files(job: Job) -> list[Path]:
-    return sorted((job.run_dir / "listing").glob("*.parquet"))
+    return sorted((job.work_dir / "listing").glob("*.parquet"))

@@ -16,7 +16,9 @@ import pyarrow.parquet as pq
 
 from .job import Job
 from .listing import listing_files
-from .writing import ledger_dir
+from imgrec.connectors.output import local_copies
+
+from .writing import ledger_names
 
 SKIPPED_SHARD_SIZE = 10_000
 # Rows one planning query holds. DuckDB's memory grows with the rows of a query (~0.5 KB each here,
@@ -28,13 +30,14 @@ SKIPPED = 1_000_000  # local shard numbers from here on hold objects with nothin
 @dataclass(frozen=True)
 class Shard:
     index: int
-    path: str  # manifest Parquet: key, size, etag, last_modified, fingerprint, problem(_retryable), pending
+    path: str  # manifest Parquet in the run's output: key, size, etag, last_modified, fingerprint, problem(_retryable), pending
     objects: int
     pending_calls: int
 
 
 def plan_shards(job: Job) -> list[Shard]:
-    folder = job.run_dir / "shards"
+    job.output.delete_tree(job.shards_prefix)  # a retried flow run's earlier plan
+    folder = job.work_dir / "shards"
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.parquet"):
         old.unlink()
@@ -42,7 +45,8 @@ def plan_shards(job: Job) -> list[Shard]:
     listed = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     if not listed:
         return []
-    ledgers = [] if job.force else [str(f) for f in sorted(ledger_dir(job.out_path).glob("*.parquet"))]
+    ledgers = [] if job.force else [
+        str(f) for f in local_copies(job.output, ledger_names(job.output), job.work_dir / "ledger")]
     con = duckdb.connect(config={"memory_limit": "128MB", "threads": 1, "preserve_insertion_order": False})
     con.execute("CREATE TEMP TABLE wanted(api VARCHAR, params_hash VARCHAR)")
     con.executemany("INSERT INTO wanted VALUES (?, ?)", [(api, job.params_hash(api)) for api in job.apis])
@@ -90,5 +94,7 @@ def plan_shards(job: Job) -> list[Shard]:
     con.close()
     shards = []
     for index, (_, _, _, piece, objects, calls) in enumerate(sorted(pieces)):  # work first, then skipped shards
-        shards.append(Shard(index, str(piece.replace(folder / f"s{index:05d}.parquet")), objects, calls))
+        name = f"{job.shards_prefix}/s{index:05d}.parquet"  # in the output: every worker reads it there
+        job.output.put_file(piece, name)
+        shards.append(Shard(index, name, objects, calls))
     return shards

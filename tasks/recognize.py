@@ -7,6 +7,7 @@ ends as one `images` row, plus result rows or `errors` rows for each API it need
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 from collections import defaultdict
@@ -123,17 +124,21 @@ class ShardStats:
 def _output_writer(job: Job):
     def write(api: str, key: str, data: bytes, fmt: str) -> str:
         suffix = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp"}.get(fmt, ".bin")
-        path = (job.out_path / "enhanced_images" / api / PurePosixPath(key)).with_suffix(suffix)
-        root = (job.out_path / "enhanced_images").resolve()
-        if not path.resolve().is_relative_to(root):
+        name = PurePosixPath("enhanced_images", api, key).with_suffix(suffix)
+        if ".." in name.parts or PurePosixPath(key).is_absolute():
             raise PermissionError(f"key {key!r} escapes the output folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        return path.as_uri()
+        return job.output.put(str(name), data)  # deterministic name: a re-run replaces it
 
     return write
+
+
+def iceberg_append(job: Job):
+    """The shard commit's Iceberg append for an iceberg-format run; None for Parquet files."""
+    if job.table_format != "iceberg":
+        return None
+    from .iceberg import IcebergTables
+
+    return IcebergTables.of(job).append
 
 
 class _Reader:
@@ -193,7 +198,7 @@ class _Reader:
 
 async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: Storage,
                           backend: RecognitionBackend) -> ShardStats:
-    objects = pq.read_table(manifest).to_pylist()
+    objects = pq.read_table(io.BytesIO(job.output.get(manifest))).to_pylist()
     stats = ShardStats(shard=shard_index, objects=len(objects))
     tables: dict[str, list[dict]] = defaultdict(list)
     ledger: list[dict] = []
@@ -329,8 +334,8 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
 
     await asyncio.gather(*(process(obj) for obj in objects))
     started = time.perf_counter()
-    stats.rows = await asyncio.to_thread(commit_shard, job.out_path, job.run_date, shard_name(job.run_id, shard_index),
-                                         dict(tables), ledger)
+    stats.rows = await asyncio.to_thread(commit_shard, job.output, job.run_date, shard_name(job.run_id, shard_index),
+                                         dict(tables), ledger, iceberg_append(job))
     log.debug("shard %d committed in %.3fs", shard_index, time.perf_counter() - started)
     return stats
 

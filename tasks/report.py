@@ -10,14 +10,13 @@ import functools
 import json
 from collections import Counter
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from .gallery import gallery
 from .job import Job
 from .latency import LatencyHistogram
 from .recognize import ShardStats
-from .writing import RUN_TABLE, query_run, table_file, write_table
+from .writing import RUN_TABLE, parquet_bytes, query_run, table_name
 
 
 REPORT_IMAGES = 200  # per-image rows in a report: problems first, then by key
@@ -64,14 +63,13 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
         wait += s.rate_wait_s
     duration = max((finished_at - job.started_at).total_seconds(), 1e-9)
     processed = status["ok"] + status["failed"] + status["invalid"]
-    out = job.out_path
     # Images per tag, not calls: three tagging APIs naming "person" on one photo count it once.
-    top_tags = query_run(out, "tags", f"SELECT coalesce(tag_en, tag), count(DISTINCT key) AS n FROM {RUN_TABLE} "
-                         "WHERE run_id = $run_id GROUP BY 1 ORDER BY n DESC, 1 LIMIT 15", job.run_id)
-    verdicts = query_run(out, "recapture", f"SELECT suggestion, count(*) FROM {RUN_TABLE} WHERE run_id = $run_id "
-                         "GROUP BY 1 ORDER BY 2 DESC", job.run_id)
-    faces = query_run(out, "faces", f"SELECT label, count(*) FROM {RUN_TABLE} WHERE run_id = $run_id "
-                      "GROUP BY 1 ORDER BY 2 DESC LIMIT 15", job.run_id)
+    top_tags = query_run(job, "tags", f"SELECT coalesce(tag_en, tag), count(DISTINCT key) AS n FROM {RUN_TABLE} "
+                         "WHERE run_id = $run_id GROUP BY 1 ORDER BY n DESC, 1 LIMIT 15")
+    verdicts = query_run(job, "recapture", f"SELECT suggestion, count(*) FROM {RUN_TABLE} WHERE run_id = $run_id "
+                         "GROUP BY 1 ORDER BY 2 DESC")
+    faces = query_run(job, "faces", f"SELECT label, count(*) FROM {RUN_TABLE} WHERE run_id = $run_id "
+                      "GROUP BY 1 ORDER BY 2 DESC LIMIT 15")
     return {
         "run_id": job.run_id, "flow": job.flow, "source": job.source, "backend": job.backend,
         "apis": job.apis, "parameters": job.public_parameters(),
@@ -86,30 +84,28 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
         "error_codes": dict(codes.most_common()),
         "top_tags": [[t, n] for t, n in top_tags], "recapture_verdicts": [[v, n] for v, n in verdicts],
         "faces": [[f, n] for f, n in faces],
-        "images": per_image(out, job),
+        "images": per_image(job),
         "estimated_cost": round(calls * job.unit_price_per_call, 6),
         "shards": len(shards),
     }
 
 
-def per_image(out: Path, job: Job) -> list[dict[str, Any]]:
+def per_image(job: Job) -> list[dict[str, Any]]:
     """Up to REPORT_IMAGES images of the run, failed and invalid first: each API's outcome ("ok" or its error
     code) with the error messages, and the image's best tags."""
-    images = query_run(out, "images", f"SELECT key, status FROM {RUN_TABLE} WHERE run_id = $run_id ORDER BY "
+    images = query_run(job, "images", f"SELECT key, status FROM {RUN_TABLE} WHERE run_id = $run_id ORDER BY "
                        "CASE status WHEN 'failed' THEN 0 WHEN 'invalid' THEN 1 WHEN 'ok' THEN 2 ELSE 3 END, key "
-                       f"LIMIT {REPORT_IMAGES}", job.run_id)
+                       f"LIMIT {REPORT_IMAGES}")
     if not images:
         return []
     keys = [key for key, _ in images]
     errors: dict[str, dict[str, tuple[str, str]]] = {}
-    for key, api, code, message in query_run(
-            out, "errors", f"SELECT key, api, error_code, error_msg FROM {RUN_TABLE} "
-            "WHERE run_id = $run_id AND list_contains($keys, key)", job.run_id, keys=keys):
+    for key, api, code, message in query_run(job, "errors", f"SELECT key, api, error_code, error_msg FROM {RUN_TABLE} "
+            "WHERE run_id = $run_id AND list_contains($keys, key)", keys=keys):
         errors.setdefault(key, {})[api] = (code or "", message or "")
-    tags = dict(query_run(
-        out, "tags", "SELECT key, list(name ORDER BY best DESC)[1:6] FROM (SELECT key, coalesce(tag_en, tag) AS "
+    tags = dict(query_run(job, "tags", "SELECT key, list(name ORDER BY best DESC)[1:6] FROM (SELECT key, coalesce(tag_en, tag) AS "
         f"name, max(confidence) AS best FROM {RUN_TABLE} WHERE run_id = $run_id AND list_contains($keys, key) "
-        "GROUP BY 1, 2) GROUP BY key", job.run_id, keys=keys))
+        "GROUP BY 1, 2) GROUP BY key", keys=keys))
     rows = []
     for key, status in images:
         failed = errors.get(key, {})
@@ -140,13 +136,15 @@ def runs_row(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_runs_row(job: Job, summary: dict[str, Any]) -> Path:
-    path = table_file(job.out_path, "runs", job.run_date, job.run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
-    write_table(tmp, "runs", [runs_row(summary)])
-    tmp.replace(path)
-    return path
+def write_runs_row(job: Job, summary: dict[str, Any]) -> None:
+    """The run's row of `runs`: one Parquet file, or an Iceberg append (idempotent, like a shard's)."""
+    data = parquet_bytes("runs", [runs_row(summary)])
+    if job.table_format == "iceberg":
+        from .iceberg import IcebergTables
+
+        IcebergTables.of(job).append("runs", job.run_date, job.run_id, data)
+    else:
+        job.output.put(table_name("runs", job.run_date, job.run_id), data)
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -200,15 +198,16 @@ def render_html(summary: dict[str, Any], cards: list[dict[str, Any]] | None = No
                                                               cards=cards or [], tags=tags)
 
 
-def write_report(job: Job, summary: dict[str, Any]) -> dict[str, Path]:
-    folder = job.out_path / "reports"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {"json": folder / f"{job.run_id}.json", "md": folder / f"{job.run_id}.md",
-             "html": folder / f"{job.run_id}.html"}
-    paths["json"].write_text(json.dumps(summary, indent=2, default=str))
-    paths["md"].write_text(markdown(summary))
-    paths["html"].write_text(render_html(summary, gallery(job, summary.get("images", []))))
-    return paths
+def write_report(job: Job, summary: dict[str, Any]) -> dict[str, str]:
+    """reports/<run_id>.json, .md and .html in the output; returns where they are (a path, or s3://...)."""
+    pages = {"json": json.dumps(summary, indent=2, default=str), "md": markdown(summary),
+             "html": render_html(summary, gallery(job, summary.get("images", [])))}
+    where = {}
+    for kind, text in pages.items():
+        name = f"reports/{job.run_id}.{kind}"
+        job.output.put(name, text.encode())
+        where[kind] = str(job.output.local_root / name) if job.output.local_root else job.output.uri_of(name)
+    return where
 
 
 def publish_artifacts(summary: dict[str, Any]) -> None:

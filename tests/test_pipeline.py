@@ -263,7 +263,7 @@ def test_planning_in_partitions_and_after_ledger_compaction(tmp_path, monkeypatc
     job = Job(run_id="r1", flow="test", source=str(source), out=str(out), apis=["image_tagging", "recapture_detect"],
               shard_size=4)
     assert list_objects(FolderStorage(source), job) == 45
-    listed = pq.read_table(job.run_dir / "listing" / "listing.parquet").to_pylist()
+    listed = pq.read_table(job.work_dir / "listing" / "listing.parquet").to_pylist()
     done = [o for o in listed if int(o["key"][-6:-4]) % 3 == 0]  # 15 objects fully done, each in its own file
     for n, obj in enumerate(done):
         for api in job.apis:
@@ -282,7 +282,7 @@ def test_planning_in_partitions_and_after_ledger_compaction(tmp_path, monkeypatc
         total = 0
         seen_skipped = False
         for shard in shards:
-            manifest = pq.read_table(shard.path).to_pylist()
+            manifest = pq.read_table(out / shard.path).to_pylist()
             assert shard.objects == len(manifest) and shard.pending_calls == sum(len(m["pending"]) for m in manifest)
             skipped = not any(m["pending"] for m in manifest)
             assert not (seen_skipped and not skipped), "shards with work come first"

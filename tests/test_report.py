@@ -33,7 +33,7 @@ def test_report_is_self_contained(tmp_path):
     assert "<svg" in page and "http://" not in page and "https://" not in page and "<script src" not in page
     assert summary["estimated_cost"] == pytest.approx(0.088)
     paths = write_report(job, summary)
-    assert '"latency_bars"' in paths["json"].read_text()
+    assert '"latency_bars"' in Path(paths["json"]).read_text()
 
 
 def test_report_lists_each_image_problems_first_and_counts_tags_per_image(tmp_path):
@@ -42,7 +42,7 @@ def test_report_lists_each_image_problems_first_and_counts_tags_per_image(tmp_pa
     ids = {"run_id": job.run_id, "source": job.source}
 
     def rows(table, items):
-        path = table_file(tmp_path, table, job.run_date, "part-0")
+        path = table_file(tmp_path, table, job.run_date, job.run_id + "-s00000")
         path.parent.mkdir(parents=True, exist_ok=True)
         write_table(path, table, [{**ids, **item} for item in items])
 
@@ -88,7 +88,7 @@ def _gallery_run(tmp_path):
     ids = {"run_id": job.run_id, "source": job.source}
 
     def rows(table, items):
-        path = table_file(job.out_path, table, job.run_date, "part-0")
+        path = table_file(Path(job.out), table, job.run_date, job.run_id + "-s00000")
         path.parent.mkdir(parents=True, exist_ok=True)
         write_table(path, table, [{**ids, **item} for item in items])
 
@@ -155,7 +155,7 @@ def screenshot(page: Path, shot: Path, height: int = 1400) -> np.ndarray:
 
 def test_report_renders_in_headless_chromium(tmp_path):
     job, summary = _summary(tmp_path)
-    pixels = screenshot(write_report(job, summary)["html"], tmp_path / "report.png")
+    pixels = screenshot(Path(write_report(job, summary)["html"]), tmp_path / "report.png")
     # the status chart's green bars and the error chart's red bars were drawn
     green = ((pixels[..., 1] > 150) & (pixels[..., 0] < 60) & (pixels[..., 2] < 150)).sum()
     red = ((pixels[..., 0] > 200) & (pixels[..., 1] < 100) & (pixels[..., 2] < 100)).sum()
@@ -167,7 +167,7 @@ def test_gallery_renders_in_headless_chromium(tmp_path):
     import os
 
     job, summary = _gallery_run(tmp_path)
-    page = write_report(job, summary)["html"]
+    page = Path(write_report(job, summary)["html"])
     pixels = screenshot(page, tmp_path / "gallery.png", height=2200)
     if os.environ.get("IMGREC_SCREENSHOTS"):
         shutil.copy(tmp_path / "gallery.png", Path(os.environ["IMGREC_SCREENSHOTS"]) / "report-gallery.png")

@@ -1,0 +1,171 @@
+"""Apache Iceberg tables (pyiceberg): the `iceberg` table format, for engines that read through a catalog.
+
+One Iceberg table per pipeline table (`imgrec.tags`, `imgrec.images`, ...), with the schemas of
+`schemas/tables.py` plus a `run_date` column, partitioned by it (identity). Data and metadata files live
+under `<out>/iceberg/` (a folder, or the bucket: `s3://...`, OBS through its S3 endpoint); the catalog is a
+SQL database (SQLite under the folder output by default; Postgres or any SQLAlchemy URL when several
+machines write) or a REST catalog.
+
+Each shard commits one append per table, the shard's name in the snapshot summary (`imgrec.shard`). Before
+appending, the table's history is checked for that name: a shard finished after a crash, or retried, never
+appends twice. Commits race optimistically (the catalog swaps the metadata pointer only if nobody else did):
+a conflict reloads the table, checks again and retries, so concurrent workers lose nothing.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import os
+import threading
+from datetime import date
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from imgrec.schemas.tables import TABLES
+
+NAMESPACE = "imgrec"
+SHARD_PROPERTY = "imgrec.shard"
+COMMIT_ATTEMPTS = 30
+
+
+def _iceberg_schema(table: str) -> pa.Schema:
+    return TABLES[table].append(pa.field("run_date", pa.date32(), nullable=False))
+
+
+def _s3_properties() -> dict[str, str]:
+    """pyiceberg's S3 file IO settings from the same environment boto3 reads (credentials: the AWS chain)."""
+    props = {}
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "cn-north-4"
+    props["s3.region"] = region
+    if endpoint:
+        props["s3.endpoint"] = endpoint
+    for env, prop in (("AWS_ACCESS_KEY_ID", "s3.access-key-id"), ("AWS_SECRET_ACCESS_KEY", "s3.secret-access-key"),
+                      ("AWS_SESSION_TOKEN", "s3.session-token")):
+        if os.environ.get(env):
+            props[prop] = os.environ[env]
+    return props
+
+
+def locations(out: str, catalog: str | None) -> tuple[str, str, dict[str, str]]:
+    """(catalog URI, warehouse location, file IO properties) for an output."""
+    if out.startswith(("s3://", "obs://")):
+        scheme, _, rest = out.partition("://")
+        props = _s3_properties()
+        if scheme == "obs" and "s3.endpoint" not in props:
+            props["s3.endpoint"] = f"https://obs.{props['s3.region']}.myhuaweicloud.com"
+        if not catalog:
+            raise ValueError("Iceberg tables in a bucket need iceberg_catalog (a database every worker reaches)")
+        return catalog, f"s3://{rest.rstrip('/')}/iceberg", props
+    return catalog or f"sqlite:///{out}/_state/iceberg_catalog.db", f"file://{out}/iceberg", {}
+
+
+class IcebergTables:
+    def __init__(self, out: str, catalog: str | None):
+        self.catalog_uri, self.location, self.properties = locations(out, catalog)
+        self._catalog = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, job) -> "IcebergTables":
+        return _tables(job.out, job.iceberg_catalog)
+
+    @property
+    def catalog(self):
+        with self._lock:
+            if self._catalog is None:
+                self._catalog = _retrying(lambda: self._open_catalog())
+            return self._catalog
+
+    def _open_catalog(self):
+        if self.catalog_uri.startswith(("http://", "https://")):
+            from pyiceberg.catalog.rest import RestCatalog
+
+            return RestCatalog("imgrec", uri=self.catalog_uri, warehouse=self.location, **self.properties)
+        from pyiceberg.catalog.sql import SqlCatalog
+
+        if self.catalog_uri.startswith("sqlite:///"):
+            os.makedirs(os.path.dirname(self.catalog_uri[len("sqlite:///"):]) or ".", exist_ok=True)
+        catalog = SqlCatalog("imgrec", uri=self.catalog_uri, warehouse=self.location, **self.properties)
+        catalog.create_namespace_if_not_exists(NAMESPACE)
+        return catalog
+
+    def table(self, name: str):
+        """The Iceberg table, created (partitioned by run_date) the first time."""
+        from pyiceberg.catalog import Catalog
+        from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+        from pyiceberg.partitioning import PartitionField, PartitionSpec
+        from pyiceberg.transforms import IdentityTransform
+
+        identifier = f"{NAMESPACE}.{name}"
+        try:
+            return self.catalog.load_table(identifier)
+        except NoSuchTableError:
+            pass
+        schema = Catalog._convert_schema_if_needed(_iceberg_schema(name))
+        spec = PartitionSpec(PartitionField(source_id=schema.find_field("run_date").field_id, field_id=1000,
+                                            transform=IdentityTransform(), name="run_date"))
+        try:
+            return self.catalog.create_table(identifier, schema=schema, partition_spec=spec)
+        except TableAlreadyExistsError:  # another worker created it first
+            return self.catalog.load_table(identifier)
+
+    def ensure_tables(self) -> None:
+        for name in TABLES:
+            _retrying(lambda name=name: self.table(name))
+
+    def append(self, table: str, run_date: str, shard: str, data: bytes) -> None:
+        """Append one staged shard file, unless this shard's append is already in the table's history."""
+        rows = pq.read_table(io.BytesIO(data))
+        rows = rows.append_column(pa.field("run_date", pa.date32(), nullable=False),
+                                  pa.array([date.fromisoformat(run_date)] * rows.num_rows, pa.date32()))
+        rows = rows.cast(_iceberg_schema(table))
+
+        def attempt() -> None:
+            current = self.table(table)
+            if any(s.summary is not None and s.summary.get(SHARD_PROPERTY) == shard for s in current.snapshots()):
+                return
+            current.append(rows, snapshot_properties={SHARD_PROPERTY: shard})
+
+        _retrying(attempt)
+
+    def scan(self, table: str, columns: list[str] | None = None, run_id: str | None = None,
+             run_date: str | date | None = None, api: str | None = None, key_prefix: str | None = None) -> pa.Table:
+        """Rows of one table as arrow, the filters pushed into the scan (partitions and files pruned)."""
+        from pyiceberg.expressions import AlwaysTrue, And, EqualTo, StartsWith
+
+        where: Any = AlwaysTrue()
+        for column, value in (("run_id", run_id), ("api", api)):
+            if value is not None:
+                where = And(where, EqualTo(column, value))
+        if run_date is not None:
+            where = And(where, EqualTo("run_date", str(run_date)))
+        if key_prefix is not None:
+            where = And(where, StartsWith("key", key_prefix))
+        fields = tuple(columns) if columns else ("*",)
+        return self.table(table).scan(row_filter=where, selected_fields=fields).to_arrow()
+
+
+@functools.lru_cache(maxsize=8)
+def _tables(out: str, catalog: str | None) -> IcebergTables:
+    return IcebergTables(out, catalog)
+
+
+def _retrying(action):
+    """Retry a catalog operation that lost a race: a commit conflict, SQLite busy with another writer."""
+    from pyiceberg.exceptions import CommitFailedException
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+    def conflict(exc: BaseException) -> bool:
+        if isinstance(exc, CommitFailedException):
+            return True
+        text = str(exc).lower()
+        return type(exc).__name__ in ("OperationalError", "IntegrityError") and (
+            "locked" in text or "busy" in text or "unique" in text or "duplicate" in text)
+
+    for attempt in Retrying(retry=retry_if_exception(conflict), stop=stop_after_attempt(COMMIT_ATTEMPTS),
+                            wait=wait_random_exponential(multiplier=0.05, max=2.0), reraise=True):
+        with attempt:
+            return action()
