@@ -108,7 +108,10 @@ class IcebergTables:
         spec = PartitionSpec(PartitionField(source_id=schema.find_field("run_date").field_id, field_id=1000,
                                             transform=IdentityTransform(), name="run_date"))
         try:
-            return self.catalog.create_table(identifier, schema=schema, partition_spec=spec)
+            # pyiceberg's own commit retry would re-apply an append without our check for the shard's id
+            # (two workers finishing one shard would both land): conflicts come back to `append` instead.
+            return self.catalog.create_table(identifier, schema=schema, partition_spec=spec,
+                                             properties={"commit.retry.num-retries": "0"})
         except TableAlreadyExistsError:  # another worker created it first
             return self.catalog.load_table(identifier)
 

@@ -96,3 +96,35 @@ def s3_server():
         else:
             os.environ[k] = v
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server (Debian's postgresql, scripts/system-deps.sh) on a loopback port, for the
+    Iceberg SQL catalog; run as the postgres user when the tests run as root (postgres refuses root)."""
+    import glob
+    import shutil
+    import subprocess
+
+    from tests.helpers import free_port
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins:
+        pytest.fail("PostgreSQL is not installed: scripts/system-deps.sh installs it (apt-get install postgresql)")
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="imgrec-postgres-"))  # not under pytest's root-only folder
+    data, port = folder / "data", free_port()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+    if as_user:
+        shutil.chown(folder, "postgres")
+    subprocess.run([*as_user, f"{bins[-1]}/initdb", "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True, timeout=120)
+    subprocess.run([*as_user, f"{bins[-1]}/pg_ctl", "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True, timeout=120)
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run([*as_user, f"{bins[-1]}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"],
+                   capture_output=True, timeout=60)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -145,13 +145,13 @@ def test_iceberg_in_a_folder_kill_minus_nine_then_rerun_and_imgrec_sql(prefect_a
     assert con.execute("SELECT count(DISTINCT key) FROM images").fetchone()[0] == len(keys)
 
 
-def _append_shards(out: str, worker: int, shards: int, barrier) -> None:
+def _append_shards(out: str, catalog: str | None, worker: int, shards: int, barrier) -> None:
     from datetime import datetime, timezone
 
     from imgrec.tasks.iceberg import IcebergTables
     from imgrec.tasks.writing import parquet_bytes
 
-    tables = IcebergTables(out, None)
+    tables = IcebergTables(out, catalog)
     barrier.wait()
     now = datetime.now(timezone.utc)
     for shard in range(shards):
@@ -161,20 +161,22 @@ def _append_shards(out: str, worker: int, shards: int, barrier) -> None:
         tables.append("images", "2026-11-28", name, parquet_bytes("images", rows))
 
 
-def test_two_processes_appending_to_one_iceberg_table_lose_nothing(tmp_path):
+@pytest.mark.parametrize("database", ["sqlite", "postgres"])
+def test_two_processes_appending_to_one_iceberg_table_lose_nothing(tmp_path, request, database):
     out = str(tmp_path / "lake")
+    catalog = request.getfixturevalue("postgres_url") if database == "postgres" else None
     from imgrec.tasks.iceberg import IcebergTables
 
-    IcebergTables(out, None).ensure_tables()
+    IcebergTables(out, catalog).ensure_tables()
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
-    workers = [context.Process(target=_append_shards, args=(out, w, 12, barrier)) for w in (1, 2)]
+    workers = [context.Process(target=_append_shards, args=(out, catalog, w, 12, barrier)) for w in (1, 2)]
     for w in workers:
         w.start()
     for w in workers:
         w.join(timeout=240)
         assert w.exitcode == 0
-    rows = IcebergTables(out, None).scan("images")
+    rows = IcebergTables(out, catalog).scan("images")
     keys = rows.column("key").to_pylist()
     assert len(keys) == len(set(keys))  # the shard both appended is in once
     expected = {f"r{w}-s{s:05d}/k{i}" for w in (1, 2) for s in range(12) if s % 4 for i in range(5)}
