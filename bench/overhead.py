@@ -30,13 +30,16 @@ from tests.helpers import AK, PROJECT, SK, ServiceProcess, write_config  # noqa:
 
 def run_pipeline(base_url: str, source: str, out: Path, prefect_url: str, profile: Path | None = None,
                  transport: str = "keepalive", extra_env: dict | None = None, api: str = "celebrity_recognition",
-                 concurrency: int = 16) -> tuple[float, float, float]:
-    """One `imgrec run` in its own process: its CPU seconds, wall seconds and peak RSS in MB."""
+                 concurrency: int = 16, out_uri: str | None = None,
+                 extra_args: list[str] | None = None) -> tuple[float, float, float]:
+    """One `imgrec run` in its own process: its CPU seconds, wall seconds and peak RSS in MB. `out_uri`
+    (s3://...) replaces the folder `out` as --out; the log still goes beside `out`."""
     env = {**os.environ, "HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "HUAWEICLOUD_SDK_PROJECT_ID": PROJECT,
            "DO_NOT_TRACK": "1", "PREFECT_API_URL": prefect_url, "IMGREC_CLIENT__TRANSPORT": transport,
            **(extra_env or {})}
-    cmd = [str(ROOT / ".venv" / "bin" / "imgrec"), "run", source, "--out", str(out), "--backend", "http",
-           "--endpoint", base_url, "--apis", api, "--concurrency", str(concurrency), "--shard-size", "500"]
+    cmd = [str(ROOT / ".venv" / "bin" / "imgrec"), "run", source, "--out", out_uri or str(out), "--backend", "http",
+           "--endpoint", base_url, "--apis", api, "--concurrency", str(concurrency), "--shard-size", "500",
+           *(extra_args or [])]
     if profile and profile.suffix == ".prof":
         cmd = [sys.executable, "-m", "cProfile", "-o", str(profile), *cmd]
     elif profile:  # sampled stacks; cheaper than cProfile, so the shares stay honest
@@ -54,9 +57,9 @@ def run_pipeline(base_url: str, source: str, out: Path, prefect_url: str, profil
     return usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024
 
 
-def s3_server(work: Path, images: Path) -> tuple[subprocess.Popen, dict]:
+def s3_server(work: Path, images: Path, buckets: tuple[str, ...] = ("images", "empty")) -> tuple[subprocess.Popen, dict]:
     """moto's S3 server in its own process (its CPU is not the pipeline's), holding bucket "images" with the
-    images and an empty bucket "empty" for the baseline."""
+    images (when `images` is given) and the other `buckets` empty (e.g. "empty" for the baseline)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import boto3
@@ -77,11 +80,12 @@ def s3_server(work: Path, images: Path) -> tuple[subprocess.Popen, dict]:
             time.sleep(0.1)
     s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
                       aws_access_key_id="bench", aws_secret_access_key="bench")
-    for bucket in ("images", "empty"):
+    for bucket in buckets:
         s3.create_bucket(Bucket=bucket)
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda p: s3.put_object(Bucket="images", Key=p.name, Body=p.read_bytes()),
-                      sorted(images.iterdir())))
+    if images is not None:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda p: s3.put_object(Bucket="images", Key=p.name, Body=p.read_bytes()),
+                          sorted(images.iterdir())))
     return proc, env
 
 

@@ -18,6 +18,7 @@ _PATTERNS = [
     (re.compile(r"(X-Auth-Token|X-Subject-Token|Authorization)(\"?\s*[:=]\s*\"?)[^\s,\"']+[^\"'\n]*", re.I),
      rf"\1\2{REDACTED}"),
     (re.compile(r"\bIMGREC\.[A-Za-z0-9_\-.]{16,}"), REDACTED),  # this service's own tokens
+    (re.compile(r"(\b[a-z][a-z0-9+.\-]*://[^\s/:@\"']*:)[^\s/@\"']+@", re.I), rf"\1{REDACTED}@"),  # user:password@
     (re.compile(r"(\b(?:password|passwd|secret|secret_key|sk|token)[\"']?\s*[:=]\s*[\"']?)[^\s,\"'&}]+", re.I),
      rf"\1{REDACTED}"),
 ]

@@ -150,7 +150,7 @@ class Job(RunParameters):
         """For the runs table and reports: every parameter as JSON values, a catalog URL's password masked."""
         public = self.model_dump(mode="json", exclude={"run_id", "flow", "started_at"})
         if public.get("iceberg_catalog"):
-            public["iceberg_catalog"] = re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", public["iceberg_catalog"])
+            public["iceberg_catalog"] = re.sub(r"(://[^/:@]*:)[^/@]+@", r"\1<redacted>@", public["iceberg_catalog"])
         return public
 
 

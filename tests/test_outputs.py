@@ -211,3 +211,13 @@ def test_folder_and_bucket_outputs_behave_alike(s3_server, tmp_path):
         output.delete_tree("a")
         assert output.list("a") == [] and output.list("c") == ["c/two.txt"]
 
+
+
+def test_a_catalog_password_reaches_no_report_and_no_log():
+    from imgrec.logs import redact
+    from imgrec.tasks.job import Job
+
+    url = "postgresql+psycopg2://imgrec:hunter2-secret@db:5432/lake"
+    job = Job(run_id="r", flow="f", source="/tmp", out="/tmp/o", apis=["image_tagging"], table_format="iceberg",
+              iceberg_catalog=url)
+    assert "hunter2" not in json.dumps(job.public_parameters()) and "hunter2" not in redact(f"catalog {url} failed")
