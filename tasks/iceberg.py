@@ -56,6 +56,7 @@ def locations(out: str, catalog: str | None) -> tuple[str, str, dict[str, str]]:
         props = _s3_properties()
         if scheme == "obs" and "s3.endpoint" not in props:
             props["s3.endpoint"] = f"https://obs.{props['s3.region']}.myhuaweicloud.com"
+            props["s3.force-virtual-addressing"] = "true"  # as boto3 addresses OBS
         if not catalog:
             raise ValueError("Iceberg tables in a bucket need iceberg_catalog (a database every worker reaches)")
         return catalog, f"s3://{rest.rstrip('/')}/iceberg", props
