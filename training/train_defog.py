@@ -11,11 +11,9 @@ full size and J = (I - A) / t + A. Learned t replaces the dark channel's t, whic
 (white walls, the sky) and darkens the result (DehazeNet's argument).
 
 Data: synthetic haze on the haze-free photos of `imagenet-dev`, `coco-dev` and `lol-dev/high` (about 360), no
-depth maps needed: t = exp(-beta d) over a depth-like field d with a random range and scattering coefficient,
-and A grey in [0.7, 1.0] with a slight tint (RESIDE's range). The field (`--depth layout`, the default) has a
-photo's layout: mostly farther towards the top, plus the crop's own colour regions each at a depth offset
-(t then has edges where objects have them, as real depth does), plus blurred noise; 30% of samples (and all
-with `--depth smooth`, the first shipped network's synthesis) use a ramp in any direction plus noise.
+depth needed: t follows a random smooth field (a ramp in a random direction plus blurred noise, with random
+depth range and scattering coefficient), and A is grey in [0.7, 1.0] with a slight tint (RESIDE's range). The
+network therefore has to read haze from local contrast, saturation and brightness, not from the scene layout.
 `haze-dev` (SOTS-indoor) is never seen in training: its figure in bench/quality.py is a held-out figure.
 """
 from __future__ import annotations
@@ -35,7 +33,6 @@ from common import resume, train_for  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 WORK_SIDE = 320  # the engine's work copy: long side in pixels (imgrec/engines/defog.py)
 CROP = 96
-LAYOUT = True  # --depth layout (the default): depth fields with a photo's layout; --depth smooth: without
 
 
 def conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -88,32 +85,13 @@ def smooth_field(size: int, rng: np.random.Generator) -> np.ndarray:
     return (field - field.min()) / (np.ptp(field) + 1e-6)
 
 
-def layout_field(j: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A depth-like field with a photo's layout, in [0, 1]: mostly farther towards the top (the floor or the
-    ground is nearest at the bottom of a photo), and objects at depths of their own: the crop's colour regions
-    (k-means on a blurred copy) each shifted by a random offset, so t has edges where the photo has them."""
-    size = j.shape[0]
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    angle = rng.normal(-math.pi / 2, 0.7) if rng.random() < 0.7 else rng.uniform(0, 2 * math.pi)
-    ramp = np.cos(angle) * xx + np.sin(angle) * yy
-    ramp = (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6)
-    k = int(rng.integers(3, 8))
-    pixels = cv2.GaussianBlur(j, (0, 0), 1.5).reshape(-1, 3).astype(np.float32)
-    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 0.01)
-    _, labels, _ = cv2.kmeans(pixels, k, None, criteria, 1, cv2.KMEANS_RANDOM_CENTERS)
-    regions = rng.uniform(-1, 1, k)[labels.ravel()].reshape(size, size).astype(np.float32)
-    field = ramp + rng.uniform(0, 0.6) * regions + 0.5 * smooth_field(size, rng)
-    return (field - field.min()) / (np.ptp(field) + 1e-6)
-
-
 def hazy_sample(clean: np.ndarray, rng: np.random.Generator):
     top, left = rng.integers(0, clean.shape[0] - CROP + 1), rng.integers(0, clean.shape[1] - CROP + 1)
     j = clean[top:top + CROP, left:left + CROP]
     if rng.random() < 0.5:
         j = j[:, ::-1]
     near, far = sorted(rng.uniform(0, 1, 2))
-    field = layout_field(j, rng) if LAYOUT and rng.random() < 0.7 else smooth_field(CROP, rng)
-    depth = near + (far - near) * field
+    depth = near + (far - near) * smooth_field(CROP, rng)
     t = np.exp(-rng.uniform(0.5, 2.5) * depth)[..., None]
     if rng.random() < 0.1:
         t = np.ones_like(t)  # a haze-free photo must stay as it is
@@ -161,11 +139,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "imgrec" / "engines" / "weights")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true", help="continue from the network already in --out")
-    parser.add_argument("--depth", choices=["layout", "smooth"], default="layout",
-                        help="synthetic depth: with a photo's layout and regions (layout_field), or smooth only")
     args = parser.parse_args()
-    global LAYOUT
-    LAYOUT = args.depth == "layout"
     torch.set_num_threads(args.threads)
     path = args.out / "defog_transmission.onnx"
     model = train(photos(args.data), args.minutes, path if args.resume else None)
