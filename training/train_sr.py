@@ -1,6 +1,6 @@
 """Train the super-resolution models the service ships (ESPCN and SRCNN, x3 and x4) and export ONNX.
 
-    python training/train_sr.py [--data ../shared/eval] [--minutes 12] [--only ESPCN3|ESPCN4|SRCNN34] [--resume]
+    python training/train_sr.py [--data ../shared/eval] [--minutes 12] [--only ESPCN3|ESPCN4|SRCNN34|SRCNN3] [--resume]
 
 Needs torch (a training-only dependency, in its own environment:
 `pip install torch==2.13.0 onnx pillow`).
@@ -165,14 +165,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "imgrec" / "engines" / "weights")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true", help="continue from the networks already in --out")
-    parser.add_argument("--only", default="", help="ESPCN3, ESPCN4 or SRCNN34: train just that one")
+    parser.add_argument("--only", default="", help="ESPCN3, ESPCN4 or SRCNN34: train just that one; SRCNN3 (only "
+                                                   "when named): SRCNN on x3 batches alone, e.g. resumed from SRCNN34")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     # ESPCN's last layer is per scale (r^2 channels): one network per scale. One SRCNN serves both.
-    for kind, scales in (("ESPCN", (3,)), ("ESPCN", (4,)), ("SRCNN", (3, 4))):
+    for kind, scales in (("ESPCN", (3,)), ("ESPCN", (4,)), ("SRCNN", (3, 4)), ("SRCNN", (3,))):
         name = kind + "".join(map(str, scales))
-        if args.only and args.only != name:
+        if (args.only and args.only != name) or (name == "SRCNN3" and args.only != name):
             continue
         start_from = args.out / f"sr_{kind.lower()}_x{scales[0]}.onnx" if args.resume else None
         model = train(kind, scales, args.minutes * len(scales), args.data, start_from)
