@@ -109,7 +109,7 @@ def coco_figures(engines: Engines, data: Path, limit: int | None) -> dict:
 
     from imgrec.engines import detector as detector_module
 
-    raw_scores, in_photo, photo_of = training.candidates(data)
+    raw_scores, in_photo, photo_of, features = training.candidates(data)
     fold_of_photo = np.random.default_rng(0).permutation(photo_of.max() + 1) % 5
     shipped = detector_module._calibration
     names = coco_names(data)
@@ -120,8 +120,8 @@ def coco_figures(engines: Engines, data: Path, limit: int | None) -> dict:
     latencies = []
     for i, path in enumerate(images):
         train = fold_of_photo[photo_of] != fold_of_photo[i]
-        knots = training.isotonic(raw_scores[train], in_photo[train])
-        detector_module._calibration = lambda knots=knots: knots
+        fitted = training.fit(raw_scores[train], in_photo[train], features[train])
+        detector_module._calibration = lambda fitted=fitted: fitted
         payload = path.read_bytes()
         width, height = Image.open(path).size
         label_file = data / "coco-dev" / "labels" / f"{path.stem}.txt"

@@ -1,14 +1,18 @@
-"""Calibrate the detector's scores into probabilities: isotonic regression of "the class is in the photo"
-on NanoDet's best raw score for that class, fitted on COCO photos with boxes (numpy only).
+"""Calibrate the detector into probabilities, fitted on COCO photos with boxes (numpy only).
 
     .venv/bin/python training/calibrate_detector.py [--data ../shared/eval]
 
-NanoDet's raw scores are not probabilities (a true cat at 0.45, a false giraffe at 0.45), while the API's
-thresholds (v2 tagging 60, media tagging 40, main object 30) promise a confidence. The map is monotone, so
-rankings, boxes and mAP stay as they were; only the scale changes, so that a tag at confidence c is right
-about c% of the time. Prints 5-fold cross-validated figures (each photo's tags calibrated by a map fitted
-on the other photos), then fits on all of `coco-dev/` (128 photos, coco128) and writes
-imgrec/engines/weights/detector_calibration.npz. Provenance of that file: exactly that folder.
+The detector's raw scores are not probabilities (a true cat and a false giraffe can score the same), while
+the APIs' thresholds (v2 tagging 60, media tagging 40, main object 30) promise a confidence. Two maps:
+- each box: isotonic regression of "the class is in the photo" on the class's best raw score (monotone, so
+  rankings, boxes and mAP stay the detector's);
+- each tag ("the class is in the photo"): a logistic model of detector.presence_features (the best and
+  runner-up scores, the number of boxes, the largest box's share of the photo, the photo's best score, the
+  number of classes found), its output mapped through an isotonic fit, so that a tag at confidence c is
+  right about c% of the time; ranking by more than one score finds more of the objects at equal precision.
+Prints 5-fold cross-validated figures (each photo's tags calibrated by maps fitted on the other photos),
+then fits on all of `coco-dev/` (128 photos, coco128) and writes imgrec/engines/weights/
+detector_calibration.npz. Provenance of that file: exactly that folder.
 """
 from __future__ import annotations
 
@@ -23,31 +27,64 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 
-def candidates(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(raw best score, class present?, photo index) per detected (photo, class)."""
+def candidates(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(raw best score, class present?, photo index, presence features + class id in the last column) per
+    detected (photo, class)."""
     from PIL import Image
 
-    from imgrec.engines.detector import detector
+    from imgrec.engines.detector import detector, presence_features
     from imgrec.engines.labels import COCO
     from imgrec.settings import Settings
     from quality import coco_names
 
     names = coco_names(data)
     model = detector(Settings.load().models_dir)
-    scores, present, photo = [], [], []
+    scores, present, photo, features = [], [], [], []
     for i, path in enumerate(sorted((data / "coco-dev" / "images").glob("*.jpg"))):
         label_file = data / "coco-dev" / "labels" / f"{path.stem}.txt"
         truth = {names[int(line.split()[0])] for line in
                  (label_file.read_text().splitlines() if label_file.exists() else [])}
-        best: dict[str, float] = {}
-        for d in model.detect(np.asarray(Image.open(path).convert("RGB"))):
-            name = COCO[d.class_id][0]
-            best[name] = max(best.get(name, 0.0), float(d.score))
-        for name, score in best.items():
-            scores.append(score)
-            present.append(name in truth)
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        detections = model.detect(rgb)
+        groups: dict[int, list] = {}
+        for d in detections:
+            groups.setdefault(d.class_id, []).append(d)
+        for class_id, group in groups.items():
+            scores.append(max(d.score for d in group))
+            present.append(COCO[class_id][0] in truth)
             photo.append(i)
-    return np.array(scores), np.array(present, float), np.array(photo)
+            features.append([*presence_features(group, detections, rgb.shape[1], rgb.shape[0]), class_id])
+    return np.array(scores), np.array(present, float), np.array(photo), np.array(features)
+
+
+def logistic(features: np.ndarray, y: np.ndarray, l2: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, scale, weights): L2-regularised logistic regression on standardised features (Newton steps)."""
+    mean, scale = features.mean(axis=0), features.std(axis=0) + 1e-9
+    z = np.column_stack([np.ones(len(features)), (features - mean) / scale])
+    w = np.zeros(z.shape[1])
+    penalty = l2 * np.diag(np.r_[0.0, np.ones(len(w) - 1)])
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-z @ w))
+        w -= np.linalg.solve((z * (p * (1 - p))[:, None]).T @ z + penalty, z.T @ (p - y) + penalty @ w)
+    return mean, scale, w
+
+
+def fit(scores: np.ndarray, present: np.ndarray, features: np.ndarray) -> dict[str, np.ndarray]:
+    """Both maps, as detector_calibration.npz holds them (imgrec/engines/detector.py reads them)."""
+    raw, probability = isotonic(scores, present)
+    features = features[:, :-1]  # the class id column: not a feature (per-class rates overfit, see BENCHMARKS)
+    mean, scale, weights = logistic(features, present)
+    logits = weights[0] + ((features - mean) / scale) @ weights[1:]
+    logit_knots, logit_probability = isotonic(logits, present)
+    arrays = {"raw": raw, "probability": probability, "mean": mean, "scale": scale, "weights": weights,
+              "logit_knots": logit_knots, "logit_probability": logit_probability}
+    return {name: value.astype(np.float64) for name, value in arrays.items()}
+
+
+def tag_probability(model: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+    features = features[:, :-1]
+    logits = model["weights"][0] + ((features - model["mean"]) / model["scale"]) @ model["weights"][1:]
+    return np.interp(logits, model["logit_knots"], model["logit_probability"])
 
 
 def isotonic(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,19 +113,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "eval")
     args = parser.parse_args()
-    scores, present, photo = candidates(args.data)
+    scores, present, photo, features = candidates(args.data)
     fold = np.random.default_rng(0).permutation(photo.max() + 1)[photo] % 5
-    calibrated = np.zeros_like(scores)
+    calibrated, tagged = np.zeros_like(scores), np.zeros_like(scores)
     for k in range(5):
-        calibrated[fold == k] = apply(isotonic(scores[fold != k], present[fold != k]), scores[fold == k])
+        train = fold != k
+        calibrated[~train] = apply(isotonic(scores[train], present[train]), scores[~train])
+        tagged[~train] = tag_probability(fit(scores[train], present[train], features[train]), features[~train])
     for threshold in (0.3, 0.4, 0.5, 0.6):
-        kept = calibrated >= threshold
-        raw_kept = scores >= threshold
-        print(f"detector tags at {threshold:.0%}: calibrated (CV) precision {present[kept].mean():.3f} of "
-              f"{kept.sum()}; raw precision {present[raw_kept].mean():.3f} of {raw_kept.sum()}")
-    knots = isotonic(scores, present)
+        for name, values in (("best box, isotonic", calibrated), ("presence model", tagged), ("raw", scores)):
+            kept = values >= threshold
+            print(f"detector tags at {threshold:.0%}, {name}{' (CV)' if name != 'raw' else ''}: precision "
+                  f"{present[kept].mean():.3f}, {int(present[kept].sum())} right of {kept.sum()}")
     target = ROOT / "imgrec" / "engines" / "weights" / "detector_calibration.npz"
-    np.savez(target, raw=knots[0].astype(np.float32), probability=knots[1].astype(np.float32))
+    np.savez(target, **fit(scores, present, features))
     print(f"{len(scores)} (photo, class) candidates from {photo.max() + 1} photos; wrote {target}")
     return 0
 

@@ -17,12 +17,13 @@ from imgrec.schemas.common import ImageInfo
 
 from .classifier import MODEL_FILE as CLASSIFIER_FILE
 from .classifier import classifier
-from .detector import Detection, calibrated, detector
+from .detector import MODEL_FILE as DETECTOR_FILE
+from .detector import Detection, calibrated, detector, presence
 from .imaging import decode_scaled
 from .faces import face_models
 from .scene import Candidate, code_tags, colour_tags, document_tags, face_tags, lighting_tags
 
-WORK_SIDE = 1280  # decode at most this large: the detector works at 416 px, faces need some detail
+WORK_SIDE = 1280  # decode at most this large: the detector works at 512 px, faces need some detail
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Analysis:
 
 def analysis_problem(settings) -> str | None:
     """The analysing engines need the converted detector and classifier, and any bring-your-own models."""
-    for model in (Path(settings.models_dir) / "nanodet.onnx", Path(settings.models_dir) / CLASSIFIER_FILE):
+    for model in (Path(settings.models_dir) / DETECTOR_FILE, Path(settings.models_dir) / CLASSIFIER_FILE):
         if not model.is_file():
             return f"model {model} is not set up: run scripts/setup.sh (python -m imgrec.models.fetch)"
     for name, model in (("classifier", settings.models.classifier), ("detector", settings.models.detector)):
@@ -44,7 +45,9 @@ def analysis_problem(settings) -> str | None:
     return None
 
 
-def object_candidates(detections: list[Detection], scale: float) -> list[Candidate]:
+def object_candidates(detections: list[Detection], scale: float, width: float, height: float) -> list[Candidate]:
+    """One candidate per detected class: its confidence the probability that the class is in the photo
+    (detector.presence), each box with its own calibrated confidence. `width`/`height`: the detector's image."""
     by_class: dict[int, list[Detection]] = defaultdict(list)
     for d in detections:
         by_class[d.class_id].append(d)
@@ -53,7 +56,8 @@ def object_candidates(detections: list[Detection], scale: float) -> list[Candida
         en, zh, category = items[0].label
         boxes = [(d.x1 * scale, d.y1 * scale, d.width * scale, d.height * scale, round(calibrated(d.score) * 100, 2))
                  for d in items]
-        out.append(Candidate(en, zh, category, "object", max(box[4] for box in boxes), boxes))
+        confidence = round(presence(items, detections, width, height) * 100, 2)
+        out.append(Candidate(en, zh, category, "object", confidence, boxes))
     return out
 
 
@@ -121,7 +125,7 @@ def analyse(data: bytes, info: ImageInfo, with_scene: bool = True, plugins: tupl
         scale /= shrink
     detections = detector(models_dir).detect(rgb)
     faces = face_models().detect(rgb, upsample=0, with_descriptors=False)
-    candidates = object_candidates(detections, scale)
+    candidates = object_candidates(detections, scale, rgb.shape[1], rgb.shape[0])
     faces = [type(f)(round(f.x * scale), round(f.y * scale), round(f.w * scale), round(f.h * scale), f.score)
              for f in faces]  # in the original image's pixels, like every box we return
     height, width = rgb.shape[0] * scale, rgb.shape[1] * scale
@@ -137,7 +141,8 @@ def analyse(data: bytes, info: ImageInfo, with_scene: bool = True, plugins: tupl
 
 def merge(located: list[Candidate], classified: list[Candidate]) -> list[Candidate]:
     """One tag per name: where the classifier names what the detector located ("dog", "laptop"), the
-    detector's candidate keeps its boxes and takes the higher of the two confidences."""
+    detector's candidate keeps its boxes and its confidence combines the two as independent evidence
+    (noisy-OR: 1 - (1 - p_detector)(1 - p_classifier)), so an object both see ranks above one either sees."""
     by_name = {c.en: c for c in located}
     extra = []
     for c in classified:
@@ -145,7 +150,7 @@ def merge(located: list[Candidate], classified: list[Candidate]) -> list[Candida
         if found is None:
             extra.append(c)
         else:
-            found.confidence = max(found.confidence, c.confidence)
+            found.confidence = round(100 - (100 - found.confidence) * (100 - c.confidence) / 100, 2)
     return located + extra
 
 

