@@ -71,7 +71,7 @@ def main() -> None:
 
     model = classifier(registry.settings.models_dir)
     cls_ms = float(np.median([timed(lambda: model.candidates(photo(name)), 3)[0] for name in expected]))
-    rows.append(["image tagging (NanoDet + classifier + scene)", f"{hits}/4 photos tagged with their subject; "
+    rows.append(["image tagging (CenterNet + classifier + scene)", f"{hits}/4 photos tagged with their subject; "
                  f"rocket: {'no' if no_false_person else 'a false'} person; classifier {cls_ms:.0f} ms of it, "
                  f"{np.median(lat) / (np.median(lat) - cls_ms):.2f} x the pass without it", f"{np.median(lat):.0f}"])
 
