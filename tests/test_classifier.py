@@ -221,3 +221,18 @@ def test_recapture_says_true_for_genuine_photos_and_rises_for_a_screen():
         # the head was trained on real phone photos of screens, not on this rendering: it need not call it
         # recaptured, but its probability must move far towards it
         assert float(screened["detail"][0]["confidence"]) > 10 * float(genuine["detail"][0]["confidence"])
+
+
+def test_the_detectors_presence_probability_follows_its_evidence():
+    """The tag confidence (training/calibrate_detector.py's presence model): a probability, higher for a
+    stronger best box, and CenterNet finds the cat in scikit-image's chelsea photo as the strongest tag."""
+    from skimage import data
+
+    from imgrec.engines.detector import Detection, detector, presence
+
+    others = [Detection(0, 0.6, 0, 0, 50, 80)]
+    weak, strong = ([Detection(15, score, 10, 10, 200, 150)] for score in (0.25, 0.8))
+    p_weak, p_strong = (presence(g, g + others, 400, 300) for g in (weak, strong))
+    assert 0 <= p_weak < p_strong <= 1
+    found = detector().detect(data.chelsea())
+    assert found and COCO[found[0].class_id][0] == "cat"
