@@ -276,15 +276,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def local_copies(output: Output, names: Iterable[str], folder: Path) -> list[Path]:
+def local_copies(output: Output, names: Iterable[str], folder: Path, reuse: bool = False) -> list[Path]:
     """Local files for `names`: a folder output's own files, a bucket's downloaded under `folder` (same
-    relative paths, so Hive partition folders stay readable)."""
+    relative paths, so Hive partition folders stay readable). `reuse`: keep a copy already there (for
+    objects that no longer change, such as a finished run's table files)."""
     if output.local_root is not None:
         return [output.local_root / name for name in names]
     paths = []
     for name in names:
         path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(output.get(name))
+        if not (reuse and path.exists()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(output.get(name))
         paths.append(path)
     return paths

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Any
@@ -134,6 +135,8 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
                 finally:
                     recognize.forget_run(job.run_id)
         summary = report_task(job, listed, list(stats))
+        if output.local_root is None:  # a bucket output's local copies (listing, ledger, tables) are spent
+            shutil.rmtree(job.work_dir, ignore_errors=True)
     logger.info("run %s finished: %s", job.run_id, summary["status"])
     failure = report.failure_of(summary, job.max_failed_share)
     if failure is not None:

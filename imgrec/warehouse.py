@@ -156,7 +156,7 @@ class Warehouse:
 
         if not any((self.out / table).glob("run_date=*/*.parquet")):
             raise FileNotFoundError(f"no {table} files under {self.out}")
-        where = [f"starts_with(key, $key_prefix)" if n == "key_prefix" else f"{n} = ${n}" for n in filters]
+        where = ["starts_with(key, $key_prefix)" if n == "key_prefix" else f"{n} = ${n}" for n in filters]
         query = f"SELECT {', '.join(wanted) or '*'} FROM {_parquet(self.out, table)}"
         if where:
             query += " WHERE " + " AND ".join(where)  # pushed down: partitions and row groups are pruned
@@ -184,13 +184,12 @@ def bucket_filesystem(out: str):
     """(pyarrow S3 filesystem, bucket/prefix) for an s3:// or obs:// output: boto3's environment settings."""
     from pyarrow import fs
 
-    from imgrec.tasks.iceberg import locations
+    from imgrec.connectors.storage import bucket_address
 
-    _, location, props = locations(out, "unused")
-    return fs.S3FileSystem(endpoint_override=props.get("s3.endpoint"), region=props.get("s3.region"),
-                           access_key=props.get("s3.access-key-id"), secret_key=props.get("s3.secret-access-key"),
-                           session_token=props.get("s3.session-token")), \
-        location[len("s3://"):].removesuffix("/iceberg")
+    where = bucket_address(out)
+    filesystem = fs.S3FileSystem(endpoint_override=where.endpoint, region=where.region,
+                                 force_virtual_addressing=where.virtual)
+    return filesystem, f"{where.bucket}/{where.prefix.strip('/')}".rstrip("/")
 
 
 def open(out: str | Path, table_format: str | None = None,  # noqa: A001 - the analyst's spelling

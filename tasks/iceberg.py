@@ -23,6 +23,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from imgrec.connectors.output import is_bucket
+from imgrec.connectors.storage import bucket_address
 from imgrec.schemas.tables import TABLES
 
 NAMESPACE = "imgrec"
@@ -34,32 +36,20 @@ def _iceberg_schema(table: str) -> pa.Schema:
     return TABLES[table].append(pa.field("run_date", pa.date32(), nullable=False))
 
 
-def _s3_properties() -> dict[str, str]:
-    """pyiceberg's S3 file IO settings from the same environment boto3 reads (credentials: the AWS chain)."""
-    props = {}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "cn-north-4"
-    props["s3.region"] = region
-    if endpoint:
-        props["s3.endpoint"] = endpoint
-    for env, prop in (("AWS_ACCESS_KEY_ID", "s3.access-key-id"), ("AWS_SECRET_ACCESS_KEY", "s3.secret-access-key"),
-                      ("AWS_SESSION_TOKEN", "s3.session-token")):
-        if os.environ.get(env):
-            props[prop] = os.environ[env]
-    return props
-
-
 def locations(out: str, catalog: str | None) -> tuple[str, str, dict[str, str]]:
-    """(catalog URI, warehouse location, file IO properties) for an output."""
-    if out.startswith(("s3://", "obs://")):
-        scheme, _, rest = out.partition("://")
-        props = _s3_properties()
-        if scheme == "obs" and "s3.endpoint" not in props:
-            props["s3.endpoint"] = f"https://obs.{props['s3.region']}.myhuaweicloud.com"
-            props["s3.force-virtual-addressing"] = "true"  # as boto3 addresses OBS
+    """(catalog URI, warehouse location, file IO properties) for an output. A bucket's file IO goes to the
+    endpoint a bucket source would (OBS through its S3 endpoint); credentials: the AWS chain, as boto3's."""
+    if is_bucket(out):
+        where = bucket_address(out)
+        props = {"s3.region": where.region}
+        if where.endpoint:
+            props["s3.endpoint"] = where.endpoint
+        if where.virtual:
+            props["s3.force-virtual-addressing"] = "true"
         if not catalog:
             raise ValueError("Iceberg tables in a bucket need iceberg_catalog (a database every worker reaches)")
-        return catalog, f"s3://{rest.rstrip('/')}/iceberg", props
+        location = f"{where.bucket}/{where.prefix.strip('/')}".rstrip("/")
+        return catalog, f"s3://{location}/iceberg", props
     return catalog or f"sqlite:///{out}/_state/iceberg_catalog.db", f"file://{out}/iceberg", {}
 
 

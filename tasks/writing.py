@@ -216,7 +216,8 @@ def query_run(job, table: str, sql: str, **params: Any) -> list[tuple]:
                      if PurePosixPath(n).name.startswith((f"{job.run_id}-", f"{job.run_id}."))]
             if not names:
                 return []
-            files = local_copies(job.output, names, job.work_dir / "tables")
+            # The report asks several questions of one table: its files (final by now) are fetched once.
+            files = local_copies(job.output, names, job.work_dir / "tables", reuse=True)
             con.read_parquet([str(f) for f in files], hive_partitioning=True).create_view(RUN_TABLE)
         return con.execute(sql, {"run_id": job.run_id, **params}).fetchall()
     finally:

@@ -49,16 +49,22 @@ WEIGHTS = Path(__file__).parent / "weights"  # the networks and heads this proje
 _sessions_lock = threading.Lock()
 
 
-@lru_cache(maxsize=8)
-def _weights_session(name: str):
+def onnx_session(path: Path):
+    """An onnxruntime CPU session on one thread: the pipeline and the server parallelise across images."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@lru_cache(maxsize=8)
+def _weights_session(name: str):
     path = WEIGHTS / name
     if not path.is_file():
         raise ApiError.of("AIS.0007", f"{name} is missing")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # the pipeline and the server parallelise across images
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnx_session(path)
 
 
 def weights_session(name: str):

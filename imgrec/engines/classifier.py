@@ -21,7 +21,7 @@ import numpy as np
 
 from imgrec.schemas.errors import ApiError
 
-from .base import WEIGHTS
+from .base import WEIGHTS, onnx_session
 from .labels import CATEGORIES, coco_by_name, imagenet_classes
 from .scene import Candidate
 
@@ -34,11 +34,7 @@ _lock = threading.Lock()
 
 class Classifier:
     def __init__(self, model: Path, scene_head: Path | None = SCENE_HEAD):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(model)
         self.classes = imagenet_classes()
         self.scene = None
         if scene_head is not None and scene_head.is_file():

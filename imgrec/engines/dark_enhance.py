@@ -17,7 +17,7 @@ from imgrec.schemas import dark_enhance as schema
 from imgrec.schemas.common import ParsedRequest
 
 from .base import ImageOutput, transform_image, weights_problem, weights_session
-from .imaging import banded
+from .imaging import banded, long_side
 from .low_light_steps import denoise, exposure_gamma
 
 NETWORK = "low_light.onnx"
@@ -30,9 +30,7 @@ def correction(rgb: np.ndarray, brightness: float) -> tuple[float, np.ndarray]:
     import cv2
 
     h, w = rgb.shape[:2]
-    s = WORK_SIDE / max(h, w)
-    work = cv2.resize(rgb, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
-    work = work.astype(np.float32) / 255
+    work = long_side(rgb, WORK_SIDE).astype(np.float32) / 255
     gamma = exposure_gamma(work)
     x = np.ascontiguousarray((work ** gamma).transpose(2, 0, 1)[None])
     log_gain = weights_session(NETWORK).run(None, {"rgb": x})[0][0].transpose(1, 2, 0)

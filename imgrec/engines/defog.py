@@ -18,7 +18,7 @@ from imgrec.schemas import defog as schema
 from imgrec.schemas.common import ParsedRequest
 
 from .base import ImageOutput, transform_image, weights_problem, weights_session
-from .imaging import banded, full_size_map, guided_filter, radius_for, to_float, work_copy
+from .imaging import banded, full_size_map, guided_filter, long_side, radius_for, to_float, work_copy
 
 NETWORK = "defog_transmission.onnx"
 WORK_SIDE = 320  # as trained
@@ -46,8 +46,7 @@ def transmission(rgb: np.ndarray, natural_look: bool) -> tuple[np.ndarray, np.nd
 
     guide = to_float(work_copy(rgb))
     h, w = guide.shape[:2]
-    s = WORK_SIDE / max(h, w)
-    small = cv2.resize(guide, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+    small = long_side(guide, WORK_SIDE)
     air = atmospheric_light(small)
     x = np.ascontiguousarray((small / air).astype(np.float32).transpose(2, 0, 1)[None])
     t = weights_session(NETWORK).run(None, {"rgb_over_airlight": x})[0][0, 0]

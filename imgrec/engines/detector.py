@@ -24,7 +24,7 @@ import numpy as np
 
 from imgrec.schemas.errors import ApiError
 
-from .base import WEIGHTS
+from .base import WEIGHTS, onnx_session
 from .labels import COCO
 
 log = logging.getLogger("imgrec.engines.detector")
@@ -81,15 +81,6 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5) -> list[int]:
     return keep
 
 
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def letterbox(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
     """The photo scaled to fit side x side keeping its aspect ratio, top-left, zero padding; and the scale."""
     import cv2
@@ -120,8 +111,8 @@ def per_class_nms(rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classe
 
 
 class CenterNet:
-    def __init__(self, path: Path, threads: int = 1):
-        self.session = _session(path, threads)
+    def __init__(self, path: Path):
+        self.session = onnx_session(path)
         self.input_name = self.session.get_inputs()[0].name
         names = [o.name for o in self.session.get_outputs()]
         self.output = next((n for n in names if n.startswith("tower_0/detections")), None)
@@ -138,8 +129,8 @@ class CenterNet:
 
 
 class NanoDet:
-    def __init__(self, path: Path, threads: int = 1):
-        self.session = _session(path, threads)
+    def __init__(self, path: Path):
+        self.session = onnx_session(path)
         self.input_name = self.session.get_inputs()[0].name
         names = [o.name for o in self.session.get_outputs()]
         # Identity/_1/_2: class scores per stride; Identity_3/_4/_5: box distributions per stride.
@@ -226,9 +217,12 @@ def presence(group: list[Detection], detections: list[Detection], width: float, 
     return float(np.interp(logit, knots, probability, left=probability[0], right=probability[-1])) + 1e-6 * logit
 
 
+DETECTORS = {"centernet.onnx": CenterNet, "nanodet.onnx": NanoDet}  # converted file -> its decoder
+
+
 @lru_cache(maxsize=2)
 def _load(path: str) -> CenterNet | NanoDet:
-    return NanoDet(Path(path)) if Path(path).name == "nanodet.onnx" else CenterNet(Path(path))
+    return DETECTORS[Path(path).name](Path(path))
 
 
 def detector(models_dir: Path | None = None, model_file: str = MODEL_FILE) -> CenterNet | NanoDet:

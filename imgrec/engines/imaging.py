@@ -43,6 +43,16 @@ def work_copy(rgb: np.ndarray, pixels: int = MAP_PIXELS) -> np.ndarray:
     return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
+def long_side(img: np.ndarray, side: int) -> np.ndarray:
+    """An area-averaged copy whose longer side is `side` pixels (the networks' work copies, as trained; at
+    least 8 pixels a side)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    s = side / max(h, w)
+    return cv2.resize(img, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
 def full_size_map(small_map: np.ndarray, height: int, width: int) -> np.ndarray:
     """A map estimated on the work copy at the full image's size, as float16 (2 bytes a pixel)."""
     import cv2

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .base import onnx_session
 from .labels import CATEGORIES
 from .scene import Candidate
 
@@ -46,14 +47,6 @@ def read_labels(path: Path) -> list[Label]:
     return labels
 
 
-def _session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     import cv2
 
@@ -68,7 +61,7 @@ def _letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
 class OnnxClassifier:
     def __init__(self, path: Path, labels: Path, input_size: int = 224, mean=(0.485, 0.456, 0.406),
                  std=(0.229, 0.224, 0.225), kind: str = "object", top_k: int = 5):
-        self.session = _session(path)
+        self.session = onnx_session(path)
         self.labels = read_labels(labels)
         self.size, self.kind, self.top_k = input_size, kind, top_k
         self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
@@ -92,7 +85,7 @@ class OnnxClassifier:
 
 class OnnxYoloDetector:
     def __init__(self, path: Path, labels: Path, input_size: int = 640, min_score: float = 0.2):
-        self.session = _session(path)
+        self.session = onnx_session(path)
         self.labels = read_labels(labels)
         self.size, self.min_score = input_size, min_score
 
