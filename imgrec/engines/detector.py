@@ -2,8 +2,9 @@
 
 Two detectors from the same npm package share one interface (`detect(rgb, min_score)` -> `Detection`s in the
 photo's pixels, per-class NMS): CenterNet (MobileNetV3, 512 x 512 pixels' worth), which every API uses, and
-NanoDet (416 px), kept for the comparison in bench/detectors.py. On coco-dev CenterNet finds more of the objects present at
-the same precision (mAP@0.5 53.4 vs 46.5; names tagged at precision 0.85: 70% vs 55%) at about the same cost.
+NanoDet (416 px), kept for the comparison in bench/detectors.py. On coco-dev CenterNet finds more of the
+objects present at the same precision (mAP@0.5 53.4 vs 46.5; names tagged at precision 0.85: 70% vs 55%) at
+about the same cost.
 
 CenterNet: the photo scaled into 512 x 512 pixels' worth of input keeping its aspect ratio, RGB 0-255 (its
 normalisation is folded into the first convolution); its heatmap peaks are decoded here (decode) into boxes in
