@@ -40,7 +40,9 @@ class TaggingEngine:
 
     def items(self, analysis: Analysis, params: dict) -> list:
         language = params.get("language", "zh")
-        pool = [c for c in analysis.candidates if c.boxes] if self.objects_only else analysis.candidates
+        pool = analysis.candidates
+        if self.objects_only:  # located things only: a tag whose every box is below the threshold is not one
+            pool = [c for c in pool if any(box[4] >= params["threshold"] for box in c.boxes)]
         items = []
         for c in ranked(pool, params["threshold"], params["limit"]):
             zh_type, en_type = CATEGORIES[c.category]
