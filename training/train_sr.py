@@ -19,7 +19,8 @@ which converges far faster on a CPU budget than predicting the image (VDSR's obs
 SRCNN works on the upscaled image, so one SRCNN is first trained on x3 and x4 pairs together and exported at
 both scales (VDSR showed one network serves several scales); this halves its cost, the larger share of the CPU
 budget. That network plateaued (Set5 x3 32.05 dB after 136 min); resumed on one scale's batches alone
-(`--only SRCNN3 --resume`) it went on to 32.62: the shared filters were the limit, not the training time. Adam with a cosine learning-rate decay over the time budget; 5% of the photos are held out for the log.
+(`--only SRCNN3 --resume`, `--only SRCNN4 --resume`) it went on to 32.62 at x3 and 30.08 -> 30.34 at x4: the
+shared filters were the limit, not the training time. Adam with a cosine learning-rate decay over the time budget; 5% of the photos are held out for the log.
 """
 from __future__ import annotations
 
