@@ -20,7 +20,8 @@ SRCNN works on the upscaled image, so one SRCNN is first trained on x3 and x4 pa
 both scales (VDSR showed one network serves several scales); this halves its cost, the larger share of the CPU
 budget. That network plateaued (Set5 x3 32.05 dB after 136 min); resumed on one scale's batches alone
 (`--only SRCNN3 --resume`, `--only SRCNN4 --resume`) it went on to 32.62 at x3 and 30.08 -> 30.34 at x4: the
-shared filters were the limit, not the training time. Adam with a cosine learning-rate decay over the time budget; 5% of the photos are held out for the log.
+shared filters were the limit, not the training time. Adam with a cosine learning-rate decay over the time
+budget; 5% of the photos are held out for the log.
 """
 from __future__ import annotations
 
@@ -174,7 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    # ESPCN's last layer is per scale (r^2 channels): one network per scale. One SRCNN serves both.
+    # ESPCN's last layer is per scale (r^2 channels): one network per scale. SRCNN34 serves both (SRCNN3/4 refine).
     for kind, scales in (("ESPCN", (3,)), ("ESPCN", (4,)), ("SRCNN", (3, 4)), ("SRCNN", (3,)), ("SRCNN", (4,))):
         name = kind + "".join(map(str, scales))
         if (args.only and args.only != name) or (name in ("SRCNN3", "SRCNN4") and args.only != name):

@@ -8,7 +8,7 @@ al.'s omega) on a copy of at most 2 MP. The two fail differently (the prior on b
 where its synthetic haze did not look like the photo's), so their mean is better than either: on haze-dev
 (SOTS-indoor) 21.12 dB vs 19.84 (network) and 17.35 (prior), better than both on 10 of the 12 photos, and
 21.13 with omega 0.85, so not a tuned figure. t is applied at full size band by band: J = (I - A) / t + A.
-- `natural_look` (default true) keeps the network's t, trained to restore the haze-free photo; false removes
+- `natural_look` (default true) keeps that t, which restores the haze-free photo; false removes
   more (t**1.3): the reference's "only pursue the defog effect, may look unnatural".
 - `gamma` is an output gamma correction, relative to the reference's default 1.5: the output is
   J ** (1.5 / gamma), so the default returns the restored photo as it is, a higher gamma lifts the mid-tones
