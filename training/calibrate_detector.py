@@ -81,9 +81,9 @@ def fit(scores: np.ndarray, present: np.ndarray, features: np.ndarray) -> dict[s
 
 
 def tag_probability(model: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
-    features = features[:, :-1]
-    logits = model["weights"][0] + ((features - model["mean"]) / model["scale"]) @ model["weights"][1:]
-    return 1 / (1 + np.exp(-logits))
+    from imgrec.engines.detector import presence_probability
+
+    return presence_probability(model, features[:, :-1])  # the last column is the class id
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:

@@ -25,6 +25,7 @@ import numpy as np
 
 from imgrec.schemas.errors import ApiError
 
+from ..models.fetch import CENTERNET_HEADS
 from .base import WEIGHTS, onnx_session
 from .labels import COCO
 
@@ -83,16 +84,23 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.5) -> list[int]:
     return keep
 
 
-def letterbox(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
-    """The photo scaled to fit side x side keeping its aspect ratio, top-left, zero padding; and the scale."""
+def letterbox(rgb: np.ndarray, side: int, fill: float = 0.0) -> tuple[np.ndarray, float]:
+    """The photo scaled to fit side x side keeping its aspect ratio, top-left, padded with `fill`; and the
+    scale."""
+    scale = side / max(rgb.shape[:2])
+    return pasted(rgb, scale, (side, side), fill), scale
+
+
+def pasted(rgb: np.ndarray, scale: float, shape: tuple[int, int], fill: float = 0.0) -> np.ndarray:
+    """A float32 canvas of `shape` (height, width) filled with `fill`, the photo scaled by `scale` at its
+    top left."""
     import cv2
 
     h, w = rgb.shape[:2]
-    scale = side / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    canvas = np.zeros((side, side, 3), np.float32)
+    canvas = np.full((*shape, 3), fill, np.float32)
     canvas[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    return canvas, scale
+    return canvas
 
 
 def per_class_nms(rgb: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> list[Detection]:
@@ -143,7 +151,7 @@ class CenterNet:
         dims = self.session.get_inputs()[0].shape[1:3]
         self.fixed = tuple(dims) if all(isinstance(d, int) for d in dims) else None  # an older set-up's graph
         names = [o.name for o in self.session.get_outputs()]
-        self.heads = ["tower_0/keypoints:0", "tower_0/wh:0"]
+        self.heads = CENTERNET_HEADS
         if set(self.heads) - set(names):
             raise RuntimeError(f"unexpected CenterNet outputs {names}")
 
@@ -151,8 +159,6 @@ class CenterNet:
         """The photo scaled and zero-padded (bottom, right) to multiples of 32 within CENTERNET_INPUT ** 2
         pixels, its long side at most 1.5 x CENTERNET_INPUT, enlarged no more than a letterbox would; and the
         scale."""
-        import cv2
-
         if self.fixed is not None:
             return letterbox(rgb, self.fixed[0])
         h, w = rgb.shape[:2]
@@ -161,10 +167,7 @@ class CenterNet:
             side -= 32
         # Enlarging adds no detail, only moves objects' sizes away from training: no more than the letterbox did.
         scale = min(side / max(h, w), max(1.0, CENTERNET_INPUT / max(h, w)))
-        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        canvas = np.zeros((_up32(nh), _up32(nw), 3), np.float32)
-        canvas[:nh, :nw] = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        return canvas, scale
+        return pasted(rgb, scale, (_up32(h * scale), _up32(w * scale))), scale
 
     def detect(self, rgb: np.ndarray, min_score: float = MIN_SCORE) -> list[Detection]:
         canvas, scale = self.canvas(rgb)
@@ -279,9 +282,14 @@ def presence(group: list[Detection], detections: list[Detection], width: float, 
     """The probability that `group`'s class (its boxes among `detections`) is in the photo: a logistic model
     of presence_features (training/calibrate_detector.py, fitted on COCO photos). The tag's confidence; each
     box keeps calibrated(score)."""
-    c = _calibration()
-    features = (presence_features(group, detections, width, height) - c["mean"]) / c["scale"]
-    return float(1 / (1 + np.exp(-(c["weights"][0] + features @ c["weights"][1:]))))
+    return float(presence_probability(_calibration(), presence_features(group, detections, width, height)))
+
+
+def presence_probability(model: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+    """The logistic model (mean, scale, weights; training/calibrate_detector.fit) on presence_features, one
+    row or many."""
+    logits = model["weights"][0] + ((features - model["mean"]) / model["scale"]) @ model["weights"][1:]
+    return 1 / (1 + np.exp(-logits))
 
 
 DETECTORS = {"centernet.onnx": CenterNet, "nanodet.onnx": NanoDet}  # converted file -> its decoder

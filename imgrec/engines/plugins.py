@@ -47,17 +47,6 @@ def read_labels(path: Path) -> list[Label]:
     return labels
 
 
-def _letterbox(rgb: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    import cv2
-
-    h, w = rgb.shape[:2]
-    scale = size / max(h, w)
-    canvas = np.full((size, size, 3), 114, np.uint8)
-    canvas[: max(1, round(h * scale)), : max(1, round(w * scale))] = cv2.resize(
-        rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    return canvas, scale
-
-
 class OnnxClassifier:
     def __init__(self, path: Path, labels: Path, input_size: int = 224, mean=(0.485, 0.456, 0.406),
                  std=(0.229, 0.224, 0.225), kind: str = "object", top_k: int = 5):
@@ -90,10 +79,10 @@ class OnnxYoloDetector:
         self.size, self.min_score = input_size, min_score
 
     def candidates(self, rgb: np.ndarray) -> list[Candidate]:
-        from .detector import nms
+        from .detector import letterbox, nms
 
-        canvas, scale = _letterbox(rgb, self.size)
-        x = (canvas.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+        canvas, scale = letterbox(rgb, self.size, fill=114)  # YOLO's grey padding
+        x = (canvas / 255.0).transpose(2, 0, 1)[None]
         out = self.session.run(None, {self.session.get_inputs()[0].name: x})[0][0]
         n_classes = len(self.labels)
         if out.shape[0] == 4 + n_classes and out.shape[1] != 4 + n_classes:  # YOLOv8: (4 + C, N)
