@@ -8,6 +8,7 @@ delete, repeatable after a crash at any point (tasks/writing.py builds its shard
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import shutil
@@ -78,7 +79,9 @@ class FolderOutput:
     def put(self, name: str, data: bytes) -> str:
         path = self.path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        # a short temporary name, whatever the final one's length (a 240-byte name stays within 255)
+        digest = hashlib.sha256(path.name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        tmp = path.with_name(f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()

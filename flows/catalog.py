@@ -21,7 +21,7 @@ from imgrec.logs import install as install_log_redaction
 from imgrec.connectors.ratelimit import ensure_global_limit
 from imgrec.connectors.storage import open_storage
 from imgrec.settings import Settings
-from imgrec.tasks import listing, planning, progress, recognize, report, writing
+from imgrec.tasks import damage, listing, planning, progress, recognize, report, writing
 from imgrec.tasks.job import Job, RunParameters
 
 PARALLEL_SHARDS = 2
@@ -57,9 +57,11 @@ async def recognize_shard_task(job: Job, shard: planning.Shard) -> dict[str, Any
 
 
 @task(name="report", cache_policy=NONE)
-def report_task(job: Job, listed: int, shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
+def report_task(job: Job, listed: int, shard_stats: list[dict[str, Any]],
+                quarantined: list[str] | None = None) -> dict[str, Any]:
     stats = [recognize.ShardStats.from_dict(s) for s in shard_stats]
     summary = report.summarize(job, listed, stats, datetime.now(timezone.utc))
+    summary["quarantined"] = quarantined or []
     report.write_runs_row(job, summary)
     if job.table_format == "parquet":
         writing.ensure_tables(job.output, job.run_date, job.run_id)
@@ -106,6 +108,12 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
         recovered = writing.recover(output, append)
         if recovered["finished"] or recovered["dropped"]:
             logger.info("recovered an interrupted run: %s", recovered)
+        # a ledger or table file damaged from outside: moved aside with its shard, whose images are redone
+        quarantined = damage.quarantine(output, job.run_id, job.work_dir,
+                                        check_tables=job.table_format == "parquet" and output.local_root is not None)
+        if quarantined:
+            logger.warning("moved %d damaged file(s) aside to %s/%s: their images are done again",
+                           len(quarantined), damage.QUARANTINE, job.run_id)
         if folded := writing.compact_ledger(output, job.run_id, job.work_dir):
             logger.info("compacted %d ledger files into one", folded)
         if job.table_format == "iceberg":
@@ -134,7 +142,7 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
                     stats = await asyncio.gather(*(one(s) for s in shards))
                 finally:
                     recognize.forget_run(job.run_id)
-        summary = report_task(job, listed, list(stats))
+        summary = report_task(job, listed, list(stats), quarantined)
         if output.local_root is None:  # a bucket output's local copies (listing, ledger, tables) are spent
             shutil.rmtree(job.work_dir, ignore_errors=True)
     logger.info("run %s finished: %s", job.run_id, summary["status"])

@@ -170,15 +170,20 @@ def sql(query: str = typer.Argument(..., help="SQL over the views: images, tags,
     except (FileNotFoundError, duckdb.Error) as exc:
         typer.echo(f"imgrec sql: {exc}", err=True)
         raise typer.Exit(2)
-    if csv:
-        typer.echo(frame.to_csv(index=False), nl=False)
+    from .logs import csv_cell, printable
+
+    if csv:  # spreadsheet-safe: formula-like text cells start with an apostrophe, lists are JSON lists
+        typer.echo(frame.map(csv_cell).to_csv(index=False), nl=False)
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(*[str(c) for c in frame.columns])
+    # Text, never markup: a key such as "a[/b]x.jpg" or "[link=...]" prints as it is, control characters escaped
+    table = Table(*[Text(printable(c)) for c in frame.columns])
     for row in frame.itertuples(index=False):
-        table.add_row(*["" if v is None else str(v) for v in row])
+        table.add_row(*[Text("" if v is None else printable(csv_cell(v) if hasattr(v, "tolist") else v))
+                        for v in row])
     Console(width=200).print(table)
 
 

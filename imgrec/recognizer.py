@@ -37,6 +37,8 @@ class Recognizer:
         if parsed.image_bytes is not None:
             return parsed.image_bytes
         if parsed.image_b64 is not None:
+            if len(parsed.image_b64) >= 64 * 1024:  # megabytes of base64: off the event loop
+                return await asyncio.to_thread(decode_base64, parsed.image_b64, spec.image)
             return decode_base64(parsed.image_b64, spec.image)
         assert parsed.url is not None
         return await self.fetcher.fetch(parsed.url, spec.max_url_bytes)

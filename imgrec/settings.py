@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from .models.fetch import default_models_dir
@@ -21,6 +21,7 @@ from .schemas import SPECS
 from .tasks.job import RunParameters
 
 MB = 1024 * 1024
+MIN_TOKEN_SECRET_BYTES = 32
 
 
 class Section(BaseModel):
@@ -43,11 +44,19 @@ class User(Section):
 
 class AuthSettings(Section):
     enabled: bool = True
-    # Tokens are HMAC-signed and stateless so that every worker process accepts them; set a secret to keep
-    # tokens valid across restarts (otherwise one is generated per `imgrec serve`).
+    # Tokens are HMAC-signed and stateless so that every worker process accepts them; set a secret (at least
+    # 32 bytes) to keep tokens valid across restarts (otherwise `imgrec serve` generates one for its workers).
     token_secret: SecretStr | None = None
     token_ttl_seconds: int = 24 * 3600
     max_clock_skew_seconds: int = 15 * 60
+
+    @field_validator("token_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value().encode()) < MIN_TOKEN_SECRET_BYTES:
+            raise ValueError(f"token_secret must be at least {MIN_TOKEN_SECRET_BYTES} bytes (e.g. `openssl rand "
+                             "-hex 32`), or left out to have one generated")
+        return secret
 
 
 class CelebritySettings(Section):
@@ -86,7 +95,11 @@ class ServiceSettings(Section):
     max_connections: int = 1000
     # Requests of one worker holding a body or waiting for an engine at once; more get 429 APIG.0308 before
     # their body is read (bounds the memory bodies and queued images take: ~20 MB each at most).
-    max_active_requests: int = 64
+    max_active_requests: int = Field(64, ge=1)
+    # Fair shares between projects: one project may hold at most this many of those slots (the rest stay
+    # free for other projects) and at most this many URL fetches at once; past either, that project gets 429.
+    max_active_per_project: int = Field(48, ge=1)
+    max_url_fetches_per_project: int = Field(16, ge=1)
 
 
 class ConsoleSettings(Section):

@@ -18,6 +18,7 @@ pyarrow's dataset over a bucket's (DuckDB's S3 support is an extension it downlo
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from datetime import date, datetime
@@ -27,6 +28,7 @@ from typing import Any
 from imgrec.schemas.tables import TABLES
 
 CATALOG_FILE = "imgrec.duckdb"
+log = logging.getLogger("imgrec.warehouse")
 
 
 def _literal(text: str) -> str:
@@ -34,9 +36,27 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _parquet(out: Path, table: str) -> str:
-    return f"read_parquet({_literal(str(out.resolve() / table / '**' / '*.parquet'))}, hive_partitioning = true, " \
-           "union_by_name = true)"
+def _parquet(out: Path, table: str, damaged: list[str] = ()) -> str:
+    """The table's files for DuckDB: a glob over its partitions, or, when some file is damaged, the list of
+    the readable ones (a torn file would fail every query; tasks/damage.py moves it aside at the next run)."""
+    bad = {d for d in damaged if d.startswith(f"{table}/")}
+    if bad:
+        files = [p for p in sorted((out.resolve() / table).glob("run_date=*/*.parquet"))
+                 if p.relative_to(out.resolve()).as_posix() not in bad]
+        where = "[" + ", ".join(_literal(str(f)) for f in files) + "]"
+    else:
+        where = _literal(str(out.resolve() / table / '**' / '*.parquet'))
+    return f"read_parquet({where}, hive_partitioning = true, union_by_name = true)"
+
+
+def damaged_files(out: Path) -> list[str]:
+    """The folder's table files that cannot be read, each named once on stderr's log."""
+    from imgrec.tasks.damage import damaged_table_files
+
+    damaged = damaged_table_files(out)
+    for name in damaged:
+        log.warning("skipped a damaged table file (the next run moves it aside and redoes its images): %s", name)
+    return damaged
 
 
 def _is_bucket(out: str | Path) -> bool:
@@ -69,6 +89,7 @@ def refresh(out: str | Path, table_format: str | None = None, iceberg_catalog: s
             stale.unlink(missing_ok=True)
     tmp = out / f".{CATALOG_FILE}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
+    damaged = damaged_files(out) if table_format != "iceberg" else []
     con = duckdb.connect(str(tmp))
     try:
         for table in TABLES:
@@ -80,7 +101,7 @@ def refresh(out: str | Path, table_format: str | None = None, iceberg_catalog: s
                 con.execute(f"CREATE TABLE {table} AS SELECT * FROM _rows")
                 con.unregister("_rows")
             elif any((out / table).glob("run_date=*/*.parquet")):
-                con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {_parquet(out, table)}")
+                con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {_parquet(out, table, damaged)}")
     finally:
         con.close()
     os.replace(tmp, target)
@@ -157,7 +178,9 @@ class Warehouse:
         if not any((self.out / table).glob("run_date=*/*.parquet")):
             raise FileNotFoundError(f"no {table} files under {self.out}")
         where = ["starts_with(key, $key_prefix)" if n == "key_prefix" else f"{n} = ${n}" for n in filters]
-        query = f"SELECT {', '.join(wanted) or '*'} FROM {_parquet(self.out, table)}"
+        from imgrec.tasks.damage import damaged_table_files
+
+        query = f"SELECT {', '.join(wanted) or '*'} FROM {_parquet(self.out, table, damaged_table_files(self.out))}"
         if where:
             query += " WHERE " + " AND ".join(where)  # pushed down: partitions and row groups are pruned
         relation = duckdb.connect().sql(query, params=filters)

@@ -7,6 +7,7 @@ ends as one `images` row, plus result rows or `errors` rows for each API it need
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import logging
 import time
@@ -35,7 +36,7 @@ log = logging.getLogger("imgrec.tasks.recognize")
 # for that API and not retried by the next incremental run (it is, once it changes).
 # AIS.0201 counts when it is not retryable: a listed entry that is no readable file (a dangling link...).
 INPUT_ERRORS = frozenset({"AIS.0015", "AIS.0020", "AIS.0021", "AIS.0023", "AIS.0025", "AIS.0201", "AIS.0204",
-                          "AIS.0205", "AIS.0502", "AIS.0503", "AIS.0504"})
+                          "AIS.0205", "AIS.0502", "AIS.0503", "AIS.0504", "IMGREC.NAME_TOO_LONG"})
 HEAD_BYTES = 256 * 1024  # enough of a file for its format and dimensions (url mode reads only this)
 
 
@@ -121,13 +122,29 @@ class ShardStats:
         return cls(**{**data, "latency": LatencyHistogram.from_dict(data["latency"])})
 
 
+OUTPUT_STEM_BYTES = 120  # of a result file's name: with the digest and suffix well under any file system's 255
+
+
+def output_name(api: str, key: str, fmt: str) -> str:
+    """Where an image-out result of `key` lands: the key's folders, its file name (shortened to
+    OUTPUT_STEM_BYTES) with its own extension kept, a digest of the whole key, the result's suffix:
+    `enhanced_images/dark_enhance/shop/x.jpeg-3fa2c19b0e7d.jpg`. Unique per key, also on file systems that
+    ignore case (keys that differ only in extension or case never share a file); fixed per key, so a re-run
+    replaces its own result."""
+    import hashlib
+
+    suffix = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp"}.get(fmt, ".bin")
+    path = PurePosixPath(key)
+    if ".." in path.parts or path.is_absolute():
+        raise PermissionError(f"key {key!r} escapes the output folder")
+    stem = path.name.encode()[:OUTPUT_STEM_BYTES].decode("utf-8", "ignore")
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return str(PurePosixPath("enhanced_images", api, path.parent, f"{stem}-{digest}{suffix}"))
+
+
 def _output_writer(job: Job):
     def write(api: str, key: str, data: bytes, fmt: str) -> str:
-        suffix = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp"}.get(fmt, ".bin")
-        name = PurePosixPath("enhanced_images", api, key).with_suffix(suffix)
-        if ".." in name.parts or PurePosixPath(key).is_absolute():
-            raise PermissionError(f"key {key!r} escapes the output folder")
-        return job.output.put(str(name), data)  # deterministic name: a re-run replaces it
+        return job.output.put(output_name(api, key, fmt), data)
 
     return write
 
@@ -315,6 +332,11 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                 try:
                     rows = normalize(spec, result.response, ctx)
                 except Exception as exc:  # e.g. storing an image-out result failed: this image, not the shard
+                    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+                        # the same key will never fit: an input problem of this image, not retried every night
+                        refused(ApiError(code="IMGREC.NAME_TOO_LONG", status=0, retryable=False, message=(
+                            "the key is too long for the output's file system: its result could not be stored")))
+                        continue
                     log.warning("normalizing %s of %s failed: %s", api, obj["key"], type(exc).__name__)
                     refused(ApiError(code="IMGREC.NORMALIZE", status=0, retryable=False,
                                      message=f"the result could not be stored: {type(exc).__name__}"))

@@ -12,6 +12,8 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from imgrec.logs import markdown_cell
+
 from .gallery import gallery
 from .job import Job
 from .latency import LatencyHistogram
@@ -156,7 +158,7 @@ def _templates():
                              autoescape=jinja2.select_autoescape(["html", "html.j2"], default=False),
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["ms"] = lambda value: "-" if value is None else f"{value:.1f} ms"
-    env.filters["md"] = lambda value: str(value).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+    env.filters["md"] = markdown_cell  # keys and messages stay text: no links, HTML, escapes or extra columns
     return env
 
 

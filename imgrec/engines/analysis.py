@@ -35,9 +35,11 @@ class Analysis:
 
 def analysis_problem(settings) -> str | None:
     """The analysing engines need the converted detector and classifier, and any bring-your-own models."""
+    from imgrec.models.fetch import model_problem
+
     for model in (Path(settings.models_dir) / DETECTOR_FILE, Path(settings.models_dir) / CLASSIFIER_FILE):
-        if not model.is_file():
-            return f"model {model} is not set up: run scripts/setup.sh (python -m imgrec.models.fetch)"
+        if problem := model_problem(model):  # missing, or not the file the set-up converted (SHA-256 pin)
+            return problem
     for name, model in (("classifier", settings.models.classifier), ("detector", settings.models.detector)):
         for path in (model.path, model.labels) if model is not None else ():
             if not Path(path).is_file():

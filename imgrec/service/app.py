@@ -12,10 +12,12 @@ import hashlib
 import json
 import logging
 import random
+import re
 import time
 import uuid
 from typing import Any
 
+import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -97,26 +99,38 @@ async def hash_body(request: Request, limit: int) -> str:
     return digest.hexdigest()
 
 
-def _depth(value: Any, level: int = 0) -> int:
-    if level > MAX_JSON_DEPTH:
-        return level
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NESTING = np.zeros(256, np.int8)
+_NESTING[[ord("["), ord("{")]] = 1
+_NESTING[[ord("]"), ord("}")]] = -1
+OFF_LOOP_BYTES = 64 * 1024  # bodies this large are parsed in a worker thread: the event loop keeps answering
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply the body's arrays and objects nest, counted on the bytes (strings blanked out) before any
+    parsing: a 2 MB body costs a few milliseconds, however it is shaped."""
+    steps = _NESTING[np.frombuffer(_STRING.sub(b'""', body), np.uint8)]
+    steps = steps[steps != 0]
+    return int(np.cumsum(steps, dtype=np.int32).max()) if steps.size else 0
 
 
 def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise ApiError.of("AIS.0011", "empty body")
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError.of("AIS.0014", "JSON nested too deeply")
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except (ValueError, RecursionError):
         raise ApiError.of("AIS.0014") from None
-    if _depth(data) > MAX_JSON_DEPTH:
-        raise ApiError.of("AIS.0014", "JSON nested too deeply")
-    return data
+
+
+async def off_loop(body: bytes, fn, *args):
+    """`fn(*args)` in a worker thread when the body is large (JSON parsing and base64 decoding of megabytes),
+    inline when it is small (a thread hop costs more than the work)."""
+    if len(body) >= OFF_LOOP_BYTES:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
 
 
 async def parse_form(request: Request, body: bytes, limit: int) -> tuple[dict[str, Any], bytes | None]:
@@ -139,13 +153,59 @@ async def parse_form(request: Request, body: bytes, limit: int) -> tuple[dict[st
     return fields, file_bytes
 
 
+class Admission:
+    """Active-request slots, shared fairly: at most `total` requests hold a body or wait for an engine, one
+    project at most `per_project` of them, and at most `url_per_project` URL fetches (the slow requests).
+    A request past a limit is refused (429 APIG.0308) before its body is read; other projects are still
+    served. One event loop per worker: plain counters, no lock."""
+
+    def __init__(self, total: int, per_project: int, url_per_project: int):
+        self.total, self.per_project, self.url_per_project = total, per_project, url_per_project
+        self.active = 0
+        self._projects: dict[str, int] = {}
+        self._fetching: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def request(self, project: str):
+        if self.active >= self.total:
+            raise ApiError.of("APIG.0308", "the service is busy")
+        if self._projects.get(project, 0) >= self.per_project:
+            raise ApiError.of("APIG.0308", "this project has too many requests in progress")
+        with _counted(self._projects, project):
+            self.active += 1
+            try:
+                yield
+            finally:
+                self.active -= 1
+
+    @contextlib.contextmanager
+    def url_fetch(self, project: str):
+        if self._fetching.get(project, 0) >= self.url_per_project:
+            raise ApiError.of("APIG.0308", "this project has too many URL fetches in progress")
+        with _counted(self._fetching, project):
+            yield
+
+
+@contextlib.contextmanager
+def _counted(counts: dict[str, int], key: str):
+    counts[key] = counts.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        counts[key] -= 1
+        if not counts[key]:
+            del counts[key]
+
+
 class ImageRecognitionService:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.auth = Authenticator(settings)
         self.recognizer = Recognizer(settings)
         self.limit = settings.service.max_body_bytes
-        self.active = 0  # requests holding a body or waiting for an engine (one event loop: no lock needed)
+        service = settings.service
+        self.admission = Admission(service.max_active_requests, service.max_active_per_project,
+                                   service.max_url_fetches_per_project)
         self.started = time.time()
         rate = settings.service.rate_limit_per_second
         self.gateway = simulate.GatewayLimiter(rate) if rate > 0 else None
@@ -188,7 +248,8 @@ class ImageRecognitionService:
 
     async def tokens(self, request: Request) -> Response:
         try:
-            body = parse_json(await read_body(request, 1024 * 1024))
+            raw = await read_body(request, 1024 * 1024)
+            body = await off_loop(raw, parse_json, raw)
             token, payload = self.auth.issue_token(body, request.client.host if request.client else "")
         except ApiError as err:
             return error_response(err, request)
@@ -258,13 +319,9 @@ class ImageRecognitionService:
         pre = self.auth.precheck(headers)  # before the body: a caller without valid credentials gets no buffer
         if pre.parsed is not None and pre.credential is None:
             self.auth.refuse_unknown_key(await hash_body(request, self.limit))  # streamed, never kept
-        if self.active >= self.settings.service.max_active_requests:
-            raise ApiError.of("APIG.0308", "the service is busy")  # before the body: memory stays bounded
-        self.active += 1
-        try:
+        # before the body: memory stays bounded, and one project cannot take every slot
+        with self.admission.request(request.path_params.get("project_id", "")):
             return await self._serve(spec, request, headers, pre)
-        finally:
-            self.active -= 1
 
     async def _serve(self, spec: ApiSpec, request: Request, headers: dict[str, str], pre) -> Response:
         body = await read_body(request, self.limit)
@@ -282,12 +339,16 @@ class ImageRecognitionService:
             fields, file_bytes = await parse_form(request, body, self.limit)
             parsed = spec.parse(fields, file_bytes=file_bytes, from_form=True)
         else:
-            parsed = spec.parse(parse_json(body))
+            parsed = await off_loop(body, lambda: spec.parse(parse_json(body)))
         parsed.tenant = identity.project_id if identity is not None else ""
         if self.simulating:
             await simulate.simulated_latency(self.settings.simulate, self._rng)
             return JSONResponse(spec.empty.to_wire())
-        result = await self.recognizer.execute(parsed)
+        if parsed.url is not None:
+            with self.admission.url_fetch(parsed.tenant):
+                result = await self.recognizer.execute(parsed)
+        else:
+            result = await self.recognizer.execute(parsed)
         if isinstance(result, ImageOutput):
             if file_upload:  # "on success the image file's bytes are returned"
                 return Response(result.data, media_type=result.media_type)

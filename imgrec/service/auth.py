@@ -1,7 +1,10 @@
 """Who may call the service: AK/SK signatures, or IAM-style tokens issued by POST /v3/auth/tokens.
 
 Tokens are stateless: base64url(JSON claims) + "." + HMAC-SHA256 over it with the service's token secret,
-so any worker process verifies any token. The claims carry the project the token is scoped to.
+so any worker process verifies any token. The claims carry the project the token is scoped to and a keyed
+digest of the user's password and project as configured when it was issued: every use checks that digest
+against the configuration now, so changing a user's password or project revokes that user's tokens (on the
+next start or reload of the settings), and changing `token_secret` revokes every token.
 """
 from __future__ import annotations
 
@@ -37,14 +40,20 @@ class Precheck:
     credential: object | None = None  # its access key's credential; None with `parsed`: an unknown key
 
 
-FAILED_LOGINS = 10  # wrong passwords per minute, per client address and per user name
+FAILED_LOGINS = 10  # wrong passwords per minute from one address, and for one user from one address
 FAILURE_WINDOW_S = 60.0
+# Wrong passwords per minute across the whole service. Past it, an address that has failed in the last minute
+# is refused before its password is checked: guessing one user's password from many addresses costs the
+# attacker a fresh address per guess, while a user whose own address has not failed still signs in.
+GLOBAL_FAILED_LOGINS = 100
 
 
 class FailureWindow:
-    """Recent failed logins per key (client address or user), bounded in memory (the oldest keys go)."""
+    """Recent failed logins per key, bounded in memory. A key is forgotten only once its failures are older
+    than the window: while throttling it stays, however many other keys arrive. When every slot holds an
+    active key, a new key cannot be tracked and `full` says so (the caller then refuses, failing closed)."""
 
-    def __init__(self, limit: int = FAILED_LOGINS, window: float = FAILURE_WINDOW_S, keys: int = 10_000):
+    def __init__(self, limit: int = FAILED_LOGINS, window: float = FAILURE_WINDOW_S, keys: int = 100_000):
         self.limit, self.window, self.keys = limit, window, keys
         self._times: dict[str, list[float]] = {}
 
@@ -56,15 +65,55 @@ class FailureWindow:
             self._times.pop(key, None)
         return times
 
-    def check(self, key: str) -> None:
-        if len(self._recent(key, time.monotonic())) >= self.limit:
+    def count(self, key: str) -> int:
+        return len(self._recent(key, time.monotonic()))
+
+    def throttled(self, key: str) -> bool:
+        return self.count(key) >= self.limit
+
+    @property
+    def full(self) -> bool:
+        return len(self._times) >= self.keys
+
+    def add(self, key: str) -> bool:
+        """Record a failure; False when it could not be tracked (every slot holds a key still active)."""
+        now = time.monotonic()
+        if key not in self._times and self.full:
+            for old in [k for k, times in self._times.items() if now - times[-1] >= self.window]:
+                del self._times[old]  # expired keys only: an active one is never evicted
+            if self.full:
+                return False
+        self._times[key] = self._recent(key, now)[-self.limit:] + [now]
+        return True
+
+
+class LoginThrottle:
+    """Who may try a password now. Three counters, none of which a stranger can turn against a user:
+    per address (10 a minute), per (user, address) (10 a minute: another address of the same user is not
+    affected), and a service-wide budget of failed logins (past it, only addresses without a recent
+    failure are heard, so a distributed guesser needs a new address for every guess)."""
+
+    def __init__(self, limit: int = FAILED_LOGINS, window: float = FAILURE_WINDOW_S,
+                 global_limit: int = GLOBAL_FAILED_LOGINS, keys: int = 100_000):
+        self.addresses = FailureWindow(limit, window, keys)
+        self.pairs = FailureWindow(limit, window, keys)
+        self.everyone = FailureWindow(global_limit, window, 1)
+
+    def check_address(self, client: str) -> None:
+        key = f"ip:{client}"
+        if self.addresses.throttled(key) or (self.everyone.throttled("*") and (
+                self.addresses.count(key) or self.addresses.full)):
             raise ApiError.of("APIG.0308", "too many failed logins: wait a minute")
 
-    def add(self, key: str) -> None:
-        now = time.monotonic()
-        self._times[key] = self._recent(key, now) + [now]
-        while len(self._times) > self.keys:
-            self._times.pop(next(iter(self._times)))
+    def check_user(self, client: str, user: str) -> None:
+        if self.pairs.throttled(f"{user}@{client}"):
+            raise ApiError.of("APIG.0308", "too many failed logins: wait a minute")
+
+    def failed(self, client: str, user: str | None = None) -> None:
+        self.everyone.add("*")
+        self.addresses.add(f"ip:{client}")
+        if user is not None:
+            self.pairs.add(f"{user}@{client}")
 
 
 def _b64(data: bytes) -> str:
@@ -86,20 +135,15 @@ class Authenticator:
         self._keys = {c.access_key: c for c in settings.credentials}
         self._users = {(u.domain, u.name): u for u in settings.users}
         self._dummy_secret = secrets.token_hex(20)  # signs for unknown access keys (constant timing)
-        self.failures = FailureWindow()
+        self.logins = LoginThrottle()
 
     # ------------------------------------------------------------------------------------------ tokens
     def issue_token(self, body: object, client: str = "") -> tuple[str, dict]:
-        """Validate an IAM password-auth body; return (token, response body). Raise ApiError(401). After
-        `FAILED_LOGINS` wrong passwords within a minute from one address or for one user, further attempts
-        are throttled (429 APIG.0308) until the minute has passed: passwords cannot be guessed at speed."""
-        self.failures.check(f"ip:{client}")
-        try:
-            return self._issue_token(body, client)
-        except ApiError as err:
-            if err.code == "IAM.0004":
-                self.failures.add(f"ip:{client}")
-            raise
+        """Validate an IAM password-auth body; return (token, response body). Raise ApiError(401).
+        Wrong passwords are throttled (429 APIG.0308) by `LoginThrottle`: passwords cannot be guessed at
+        speed, and nobody can lock another user out."""
+        self.logins.check_address(client)
+        return self._issue_token(body, client)
 
     def _issue_token(self, body: object, client: str) -> tuple[str, dict]:
         try:
@@ -117,11 +161,11 @@ class Authenticator:
         except (KeyError, TypeError, AttributeError):
             raise ApiError(code="IAM.0001", status=400, message="The request body is invalid.",
                            retryable=False) from None
-        self.failures.check(f"user:{domain}/{name}")
+        self.logins.check_user(client, f"{domain}/{name}")
         known = self._users.get((domain, name))
         if known is None or not hmac.compare_digest(known.password.get_secret_value().encode(),
                                                      str(password).encode()):
-            self.failures.add(f"user:{domain}/{name}")
+            self.logins.failed(client, f"{domain}/{name}")
             raise ApiError(code="IAM.0004", status=401, message="The username or password is wrong.",
                            retryable=False)
         wanted_id, wanted_name = scope.get("id"), scope.get("name")
@@ -132,8 +176,8 @@ class Authenticator:
             raise ApiError(code="AIS.0026", status=400, retryable=False)  # a project-scoped token is required
         now = time.time()
         expires = now + self.token_ttl
-        claims = {"u": name, "d": domain, "p": known.project_id, "iat": int(now), "exp": int(expires),
-                  "n": secrets.token_hex(8)}
+        claims = {"u": name, "d": domain, "p": known.project_id, "v": self._credential_version(known),
+                  "iat": int(now), "exp": int(expires), "n": secrets.token_hex(8)}
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         token = TOKEN_PREFIX + payload + "." + _b64(hmac.new(self._token_key, payload.encode(), hashlib.sha256).digest())
         iso = lambda t: datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"  # noqa: E731
@@ -160,9 +204,19 @@ class Authenticator:
             raise ApiError.of("APIG.0301", "token payload invalid") from None
         if claims.get("exp", 0) < time.time():
             raise ApiError.of("APIG.0301", "token expired")
-        if (claims.get("d"), claims.get("u")) not in self._users:
+        user = self._users.get((claims.get("d"), claims.get("u")))
+        if user is None:
             raise ApiError.of("APIG.0301", "token user no longer configured")
-        return Identity("token", claims["u"], claims["p"])
+        if not hmac.compare_digest(str(claims.get("v", "")).encode(), self._credential_version(user).encode()):
+            raise ApiError.of("APIG.0301", "token revoked: the user's password or project changed")
+        return Identity("token", user.name, user.project_id)
+
+    def _credential_version(self, user) -> str:
+        """A keyed digest of what a token was issued against (password and project): a token stops working
+        as soon as either changes, on every worker sharing the token secret. Reveals nothing of the password."""
+        material = "\0".join((user.domain, user.name, user.password.get_secret_value(), user.project_id,
+                               user.project_name))
+        return _b64(hmac.new(self._token_key, b"credential\0" + material.encode(), hashlib.sha256).digest()[:16])
 
     # ------------------------------------------------------------------------------------------ requests
     def precheck(self, headers: Mapping[str, str]) -> Precheck:
