@@ -180,7 +180,9 @@ def sql(query: str = typer.Argument(..., help="SQL over the views: images, tags,
     from rich.text import Text
 
     # Text, never markup: a key such as "a[/b]x.jpg" or "[link=...]" prints as it is, control characters escaped
-    table = Table(*[Text(printable(c)) for c in frame.columns])
+    table = Table()
+    for column in frame.columns:
+        table.add_column(Text(printable(column)))
     for row in frame.itertuples(index=False):
         table.add_row(*[Text("" if v is None else printable(csv_cell(v) if hasattr(v, "tolist") else v))
                         for v in row])

@@ -39,14 +39,18 @@ def _literal(text: str) -> str:
 def _parquet(out: Path, table: str, damaged: list[str] = ()) -> str:
     """The table's files for DuckDB: a glob over its partitions, or, when some file is damaged, the list of
     the readable ones (a torn file would fail every query; tasks/damage.py moves it aside at the next run)."""
-    bad = {d for d in damaged if d.startswith(f"{table}/")}
-    if bad:
-        files = [p for p in sorted((out.resolve() / table).glob("run_date=*/*.parquet"))
-                 if p.relative_to(out.resolve()).as_posix() not in bad]
-        where = "[" + ", ".join(_literal(str(f)) for f in files) + "]"
+    if any(d.startswith(f"{table}/") for d in damaged):
+        where = "[" + ", ".join(_literal(str(out.resolve() / f)) for f in _table_files(out, table, damaged)) + "]"
     else:
         where = _literal(str(out.resolve() / table / '**' / '*.parquet'))
     return f"read_parquet({where}, hive_partitioning = true, union_by_name = true)"
+
+
+def _table_files(out: Path, table: str, damaged: list[str] = ()) -> list[str]:
+    """The table's readable files, as names under `out`."""
+    names = (p.relative_to(out).as_posix() for p in sorted((out / table).glob("run_date=*/*.parquet")))
+    skip = set(damaged)
+    return [name for name in names if name not in skip]
 
 
 def damaged_files(out: Path) -> list[str]:
@@ -100,7 +104,7 @@ def refresh(out: str | Path, table_format: str | None = None, iceberg_catalog: s
                 con.register("_rows", rows)
                 con.execute(f"CREATE TABLE {table} AS SELECT * FROM _rows")
                 con.unregister("_rows")
-            elif any((out / table).glob("run_date=*/*.parquet")):
+            elif _table_files(out, table, damaged):  # a table with readable files
                 con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM {_parquet(out, table, damaged)}")
     finally:
         con.close()

@@ -43,7 +43,7 @@ def damaged_table_files(root: Path) -> list[str]:
     found = []
     for table in TABLES:
         for path in sorted((root / table).glob("run_date=*/*.parquet")):
-            if not readable(path, ["key"]):
+            if not readable(path, ["run_id"]):
                 found.append(path.relative_to(root).as_posix())
     return found
 

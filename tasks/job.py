@@ -22,6 +22,10 @@ from imgrec.connectors.output import Output, is_bucket, open_output
 from imgrec.schemas.errors import ApiError
 
 
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
+MIN_RATE = 0.01  # requests per second: one call every 100 s
+
+
 class RunParameters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -37,7 +41,8 @@ class RunParameters(BaseModel):
     endpoint: str | None = None  # http backend: self-hosted base URL (None: Huawei Cloud, [client] region)
     mode: Literal["inline", "url"] = "inline"  # base64 in the body, or presigned URLs the service fetches
     concurrency: int = Field(8, ge=1, le=1024)  # requests in flight at once
-    rate_per_second: float = Field(0.0, ge=0)  # 0 = unlimited
+    # 0 = unlimited; otherwise at least MIN_RATE (a slower rate would leave a run waiting for days)
+    rate_per_second: float = Field(0.0, ge=0, le=1e6, allow_inf_nan=False)
     global_limit: str | None = None  # Prefect global concurrency limit: one rate across all workers
     shard_size: int = Field(200, ge=1)  # images per Prefect task
     params: dict[str, dict[str, Any]] = {}  # per-API request parameters: {image_tagging = {threshold = 30}}
@@ -48,10 +53,32 @@ class RunParameters(BaseModel):
     modified_until: datetime | None = None  # ... and before
     force: bool = False  # redo objects that already succeeded
     config: str | None = None  # the settings file; each worker process reads it again
-    unit_price_per_call: float = Field(0.0, ge=0)  # for the estimated-cost column of `runs`
+    unit_price_per_call: float = Field(0.0, ge=0, allow_inf_nan=False)  # for the estimated-cost column of `runs`
     # The run fails (non-zero exit, Prefect flow run Failed) when more than this share of the images it
     # processed failed; 1.0: only when every one did. Invalid images (refused input) never count.
-    max_failed_share: float = Field(0.5, ge=0, le=1)
+    max_failed_share: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
+
+    @field_validator("source", "out")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        """A folder, or s3:// / obs:// naming a bucket (S3 and OBS bucket naming rules)."""
+        if is_bucket(value):
+            scheme, _, rest = value.partition("://")
+            bucket = rest.partition("/")[0]
+            if not BUCKET_NAME.fullmatch(bucket):
+                raise ValueError(f"{value!r} names no valid bucket: use {scheme}://bucket/prefix (bucket names are "
+                                 "3-63 lowercase letters, digits, dots and hyphens)")
+        elif "://" in value:
+            raise ValueError(f"{value!r}: unsupported scheme; use a folder, s3://bucket/prefix or obs://bucket/prefix")
+        return value
+
+    @field_validator("rate_per_second")
+    @classmethod
+    def _rate(cls, rate: float) -> float:
+        if 0 < rate < MIN_RATE:
+            raise ValueError(f"a rate below {MIN_RATE} requests per second would leave the run waiting for days; "
+                             "use 0 for unlimited")
+        return rate
 
     @field_validator("apis")
     @classmethod
