@@ -170,7 +170,7 @@ def sql(query: str = typer.Argument(..., help="SQL over the views: images, tags,
     except (FileNotFoundError, duckdb.Error) as exc:
         typer.echo(f"imgrec sql: {exc}", err=True)
         raise typer.Exit(2)
-    from .logs import csv_cell, printable
+    from .schemas.text import csv_cell, printable
 
     if csv:  # spreadsheet-safe: formula-like text cells start with an apostrophe, lists are JSON lists
         typer.echo(frame.map(csv_cell).to_csv(index=False), nl=False)

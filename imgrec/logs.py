@@ -1,5 +1,5 @@
-"""Text hygiene for every imgrec process: no secret reaches a log line, whoever logs it, and no value (an
-object key, an error message) reaches a terminal, a report or a spreadsheet as anything but text.
+"""Log hygiene for every imgrec process: no secret reaches a log line, whoever logs it, and no control
+character (an object key's escape sequence) reaches a terminal through one.
 
 `install()` wraps the log-record factory, so redaction applies to our loggers, to libraries' (httpx logs
 every request URL at INFO) and to Prefect's handlers alike: URL query strings (presigned OBS/S3 URLs carry
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
+
+from imgrec.schemas.text import printable
 
 REDACTED = "<redacted>"
 _PATTERNS = [
@@ -23,45 +25,7 @@ _PATTERNS = [
     (re.compile(r"(\b(?:password|passwd|secret|secret_key|sk|token)[\"']?\s*[:=]\s*[\"']?)[^\s,\"'&}]+", re.I),
      rf"\1{REDACTED}"),
 ]
-# C0/C1 control characters (ESC starts terminal sequences: OSC sets the title or a hyperlink), DEL, and the
-# bidirectional overrides that make text read differently from what it is.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_CONTROL_OR_NEWLINE = re.compile(_CONTROL.pattern[:-1] + "\n\t]")
 _installed = False
-
-
-def printable(text: object, newlines: bool = False) -> str:
-    """`text` with control characters shown as escapes (ESC -> \\x1b): safe to print on a terminal.
-    `newlines`: keep line breaks and tabs (a log message); otherwise they are escaped too (a table cell)."""
-    pattern = _CONTROL if newlines else _CONTROL_OR_NEWLINE
-    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
-
-
-def markdown_cell(text: object) -> str:
-    """A value inside a Markdown table cell: printable on one line, and literal (no link, image, HTML,
-    code span or column break can be made from it)."""
-    escaped = printable(text).replace("\\", "\\\\")
-    for char in "`[]|":  # code spans, links and images, column breaks; emphasis is harmless and stays
-        escaped = escaped.replace(char, "\\" + char)
-    return escaped.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: object) -> object:
-    """A value for CSV read by people in spreadsheets: a text cell that a spreadsheet would run as a formula
-    (starting with = + - @, a tab or a carriage return) gets a leading apostrophe (OWASP's advice); lists are
-    written as JSON lists; numbers, dates and other text stay as they are."""
-    import json
-
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        value = value.tolist()
-    if isinstance(value, (list, tuple, dict)):
-        return json.dumps(value, default=str, ensure_ascii=False)
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
 
 
 def redact(text: str) -> str:

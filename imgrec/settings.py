@@ -98,8 +98,10 @@ class ServiceSettings(Section):
     max_active_requests: int = Field(64, ge=1)
     # Fair shares between projects: one project may hold at most this many of those slots (the rest stay
     # free for other projects) and at most this many URL fetches at once; past either, that project gets 429.
-    max_active_per_project: int = Field(48, ge=1)
-    max_url_fetches_per_project: int = Field(16, ge=1)
+    # Unset, where more than one project is configured: all but an eighth of the slots (56 of 64), and a
+    # quarter (16) for URL fetches; with one project, or auth off, no separate limit (nobody to keep room for).
+    max_active_per_project: int | None = Field(None, ge=1)
+    max_url_fetches_per_project: int | None = Field(None, ge=1)
 
 
 class ConsoleSettings(Section):

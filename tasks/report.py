@@ -12,7 +12,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from imgrec.logs import markdown_cell
+from imgrec.schemas.text import markdown_cell
 
 from .gallery import gallery
 from .job import Job

@@ -153,6 +153,21 @@ def test_one_project_cannot_take_every_slot(tmp_path):
     assert sorted(slow).count(429) == 3  # ...while this one is refused past its share (4) and its URL fetches (3)
 
 
+def test_shares_apply_where_several_projects_are_configured():
+    from imgrec.service.app import Admission
+
+    one = Admission.of(Settings(users=[_user()]))
+    assert (one.per_project, one.url_per_project) == (64, 64)  # a single tenant keeps every slot
+    two = Admission.of(Settings(users=[_user(), _user(name="bob", project_id=OTHER_PROJECT)]))
+    assert (two.per_project, two.url_per_project) == (56, 16)
+    two_users = [_user(), _user(name="bob", project_id=OTHER_PROJECT)]
+    trusted = Admission.of(Settings(users=two_users, auth={"enabled": False}))
+    assert (trusted.per_project, trusted.url_per_project) == (64, 64)
+    with two.request(PROJECT), two.request(OTHER_PROJECT):
+        assert two.active == 2
+    assert two.active == 0 and not two._projects
+
+
 # 4, 11 -----------------------------------------------------------------------------------------------------
 def test_output_names_are_unique_per_key_and_bounded():
     from imgrec.tasks.recognize import output_name
@@ -230,7 +245,8 @@ def test_the_markdown_report_keeps_keys_as_text(tmp_path):
               apis=["image_tagging"])
     path = table_file(tmp_path, "images", job.run_date, job.run_id + "-s00000")
     path.parent.mkdir(parents=True)
-    write_table(path, "images", [{"run_id": job.run_id, "source": "src", "key": k, "status": "ok"} for k in HOSTILE_KEYS])
+    write_table(path, "images", [{"run_id": job.run_id, "source": "src", "key": k, "status": "ok"}
+                                 for k in HOSTILE_KEYS])
     md = markdown(summarize(job, 6, [ShardStats(shard=0, objects=6, status={"ok": 6})], datetime.now(timezone.utc)))
     assert "\x1b" not in md and "\x07" not in md
     rows = [line for line in md.splitlines() if line.startswith("| ") and "ok" in line]

@@ -173,6 +173,19 @@ class Admission:
         self._projects: dict[str, int] = {}
         self._fetching: dict[str, int] = {}
 
+    @classmethod
+    def of(cls, settings: Settings) -> "Admission":
+        """The configured shares. Unset, where several projects are configured (and auth tells them apart):
+        all slots but an eighth kept for the others, and a quarter of the slots for one project's URL fetches
+        (the slow requests); with a single project, or auth off (one trusted caller), every slot."""
+        service = settings.service
+        total = service.max_active_requests
+        projects = {c.project_id for c in settings.credentials} | {u.project_id for u in settings.users}
+        shared = settings.auth.enabled and len(projects) > 1
+        per_project = service.max_active_per_project or (max(1, total - max(1, total // 8)) if shared else total)
+        url_fetches = service.max_url_fetches_per_project or (max(1, total // 4) if shared else total)
+        return cls(total, per_project, url_fetches)
+
     @contextlib.contextmanager
     def request(self, project: str):
         if self.active >= self.total:
@@ -211,9 +224,7 @@ class ImageRecognitionService:
         self.auth = Authenticator(settings)
         self.recognizer = Recognizer(settings)
         self.limit = settings.service.max_body_bytes
-        service = settings.service
-        self.admission = Admission(service.max_active_requests, service.max_active_per_project,
-                                   service.max_url_fetches_per_project)
+        self.admission = Admission.of(settings)
         self.started = time.time()
         rate = settings.service.rate_limit_per_second
         self.gateway = simulate.GatewayLimiter(rate) if rate > 0 else None
