@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from imgrec.schemas.common import ImageInfo
+from imgrec.schemas.errors import ApiError
 
 
 @dataclass
@@ -28,12 +29,27 @@ class Limiter(Protocol):
         """Wait for permission to send one request; return the seconds waited."""
 
 
+class CallWatch(Protocol):
+    """Told about every attempt of a call, so that a run stops on an endpoint that cannot answer
+    (`tasks/breaker.py`); once `open`, a call in its retry loop stops retrying and raises `refusal()`."""
+
+    @property
+    def open(self) -> bool: ...
+
+    def success(self) -> None: ...
+
+    def attempt_failed(self, err: ApiError) -> None: ...
+
+    def refusal(self) -> ApiError: ...
+
+
 class RecognitionBackend(Protocol):
     name: str
 
     async def call(self, api: str, *, image: bytes | None = None, url: str | None = None,
-                   image_info: ImageInfo | None = None, **params: Any) -> CallResult:
+                   image_info: ImageInfo | None = None, watch: CallWatch | None = None,
+                   **params: Any) -> CallResult:
         """`image_info`: the image's header when the caller has read it already (it is not parsed again
-        in-process; over HTTP the service reads it on its side)."""
+        in-process; over HTTP the service reads it on its side). `watch`: told of each attempt."""
 
     async def aclose(self) -> None: ...

@@ -27,7 +27,7 @@ from imgrec.schemas.common import ImageInfo, inspect_image
 from imgrec.schemas.errors import ApiError
 
 from . import signer
-from .backend import CallResult, Limiter
+from .backend import CallResult, CallWatch, Limiter
 from .endpoints import Endpoints
 from .iam import TokenProvider
 from .transport import KeepAliveTransport
@@ -120,7 +120,8 @@ class ApiClient:
 
     # ---------------------------------------------------------------------------------------- public
     async def call(self, api: str, *, image: bytes | None = None, url: str | None = None,
-                   image_b64: str | None = None, image_info: ImageInfo | None = None, **params: Any) -> CallResult:
+                   image_b64: str | None = None, image_info: ImageInfo | None = None,
+                   watch: CallWatch | None = None, **params: Any) -> CallResult:
         spec = schemas.spec(api)
         if image is not None:
             if self.prevalidate and image_info is None:
@@ -137,21 +138,25 @@ class ApiClient:
         if spec.needs_project and not self.project_id:
             raise ApiError.of("AIS.0011", "project_id is required for this endpoint")
         payload = orjson.dumps(body)  # 0.03 ms for a 50 KB image's base64, json.dumps 0.2 ms
-        return await self._send_with_retries(spec, path, payload)
+        return await self._send_with_retries(spec, path, payload, watch)
 
-    async def _send_with_retries(self, spec, path: str, payload: bytes) -> CallResult:
+    async def _send_with_retries(self, spec, path: str, payload: bytes, watch: CallWatch | None = None) -> CallResult:
         attempts = 0
         rate_wait = 0.0
         refreshed = False
 
         async def attempt() -> CallResult:
             nonlocal attempts, rate_wait, refreshed
+            if watch is not None and watch.open:  # the run stopped: no more attempts
+                raise watch.refusal()
             attempts += 1
             if self.limiter is not None:
                 rate_wait += await self.limiter.acquire()
             try:
-                return await self._send_once(spec, path, payload)
+                result = await self._send_once(spec, path, payload)
             except ApiError as err:
+                if watch is not None:
+                    watch.attempt_failed(err)
                 if err.status == 401 and self._token is not None and not refreshed:
                     refreshed = True  # one forced token refresh per call on an auth error
                     await self._token.token(force_refresh=True)
@@ -159,8 +164,17 @@ class ApiClient:
                 if err.retryable:
                     raise _Retryable(err, getattr(err, "retry_after", None)) from None
                 raise
+            if watch is not None:
+                watch.success()
+            return result
 
-        retrying = AsyncRetrying(stop=stop_after_attempt(self.retry.attempts), wait=self.retry.wait,
+        async def sleep(seconds: float) -> None:  # a backoff that ends as soon as the run stops
+            until = time.monotonic() + seconds
+            while (left := until - time.monotonic()) > 0 and not (watch is not None and watch.open):
+                await asyncio.sleep(min(left, 0.25))
+
+        stopped = stop_after_attempt(self.retry.attempts) | (lambda state: watch is not None and watch.open)
+        retrying = AsyncRetrying(stop=stopped, wait=self.retry.wait, sleep=sleep,
                                  retry=retry_if_exception(lambda e: isinstance(e, _Retryable)), reraise=True)
         try:
             result: CallResult = await retrying(attempt)

@@ -21,7 +21,7 @@ from imgrec.logs import install as install_log_redaction
 from imgrec.connectors.ratelimit import ensure_global_limit
 from imgrec.connectors.storage import open_storage
 from imgrec.settings import Settings
-from imgrec.tasks import damage, listing, planning, progress, recognize, report, writing
+from imgrec.tasks import breaker, damage, listing, planning, progress, recognize, report, writing
 from imgrec.tasks.job import Job, RunParameters
 
 PARALLEL_SHARDS = 2
@@ -96,6 +96,29 @@ def shards_on_dask(address: str | None):
     return run_shards
 
 
+async def _run_shards(job: Job, settings: Settings, shards: list[planning.Shard]) -> list[dict[str, Any]]:
+    if job.task_runner == "dask":
+        return await asyncio.to_thread(shards_on_dask(job.dask_address), job, shards)
+    gate = asyncio.Semaphore(PARALLEL_SHARDS)
+
+    async def one(shard: planning.Shard) -> dict[str, Any]:
+        async with gate:
+            return await recognize_shard_task(job, shard)
+
+    async with backends.lending(settings, job):  # one backend for the run, closed when it ends
+        try:
+            return list(await asyncio.gather(*(one(s) for s in shards)))
+        finally:
+            breaker.forget_run(job.run_id)
+
+
+async def _log_progress(logger) -> None:
+    """One progress line every LOG_EVERY_S seconds while shards run (the log, not only a terminal's bar)."""
+    while True:
+        await asyncio.sleep(progress.LOG_EVERY_S)
+        logger.info("progress: %s", progress.line())
+
+
 async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
     logger = get_run_logger()
     output = job.output
@@ -128,20 +151,11 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
         logger.info("run %s: %d objects listed, %d shards, %d calls planned", job.run_id, listed, len(shards),
                     sum(s.pending_calls for s in shards))
         progress.start(sum(s.objects for s in shards))
-        if job.task_runner == "dask":
-            stats = await asyncio.to_thread(shards_on_dask(job.dask_address), job, shards)
-        else:
-            gate = asyncio.Semaphore(PARALLEL_SHARDS)
-
-            async def one(shard: planning.Shard) -> dict[str, Any]:
-                async with gate:
-                    return await recognize_shard_task(job, shard)
-
-            async with backends.lending(settings, job):  # one backend for the run, closed when it ends
-                try:
-                    stats = await asyncio.gather(*(one(s) for s in shards))
-                finally:
-                    recognize.forget_run(job.run_id)
+        reporting = asyncio.create_task(_log_progress(logger))
+        try:
+            stats = await _run_shards(job, settings, shards)
+        finally:
+            reporting.cancel()
         summary = report_task(job, listed, list(stats), quarantined)
         if output.local_root is None:  # a bucket output's local copies (listing, ledger, tables) are spent
             shutil.rmtree(job.work_dir, ignore_errors=True)

@@ -6,8 +6,9 @@ import time
 from typing import Any
 
 from imgrec import schemas
-from imgrec.connectors.backend import CallResult, Limiter
+from imgrec.connectors.backend import CallResult, CallWatch, Limiter
 from imgrec.schemas.common import ImageInfo
+from imgrec.schemas.errors import ApiError
 
 from .engines.base import ImageOutput
 from .recognizer import Recognizer
@@ -21,13 +22,23 @@ class InProcessBackend:
         self.limiter = limiter
 
     async def call(self, api: str, *, image: bytes | None = None, url: str | None = None,
-                   image_info: ImageInfo | None = None, **params: Any) -> CallResult:
+                   image_info: ImageInfo | None = None, watch: CallWatch | None = None,
+                   **params: Any) -> CallResult:
         spec = schemas.spec(api)
         parsed = spec.request(params, image=image, url=url)  # the wire's checks, without building a body
         parsed.image_info = image_info
         waited = await self.limiter.acquire() if self.limiter is not None else 0.0
         started = time.perf_counter()
-        result = await self.recognizer.execute(parsed)
+        if watch is not None and watch.open:
+            raise watch.refusal()
+        try:
+            result = await self.recognizer.execute(parsed)
+        except ApiError as err:
+            if watch is not None:
+                watch.attempt_failed(err)
+            raise
+        if watch is not None:
+            watch.success()
         if isinstance(result, ImageOutput):
             result = spec.response(result=base64.b64encode(result.data).decode("ascii"))
         return CallResult(api=api, response=result, latency_s=time.perf_counter() - started, rate_wait_s=waited)

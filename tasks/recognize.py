@@ -26,6 +26,7 @@ from imgrec.schemas.common import ANY_IMAGE, ImageInfo, check_image_info, inspec
 from imgrec.schemas.errors import ApiError
 
 from . import failpoints, progress
+from .breaker import breaker_for
 from .job import Job
 from .latency import LatencyHistogram
 from .normalize import Context, normalize
@@ -38,59 +39,6 @@ log = logging.getLogger("imgrec.tasks.recognize")
 INPUT_ERRORS = frozenset({"AIS.0015", "AIS.0020", "AIS.0021", "AIS.0023", "AIS.0025", "AIS.0201", "AIS.0204",
                           "AIS.0205", "AIS.0502", "AIS.0503", "AIS.0504", "IMGREC.NAME_TOO_LONG"})
 HEAD_BYTES = 256 * 1024  # enough of a file for its format and dimensions (url mode reads only this)
-
-
-# Failures that will not heal within a run: credentials refused, nothing listening, an engine not set up.
-UNHEALING_CODES = frozenset({"APIG.0301", "AIP.0003", "AIS.0002", "AIS.0004", "AIS.0007", "NET.CONNECTION",
-                             "IAM.NETWORK"})
-
-
-class CircuitBreaker:
-    """Stops a run that cannot succeed instead of spending its whole plan on it.
-
-    When `limit` calls in a row fail with an error that will not heal (a 401/403, a refused connection, an
-    API without an engine) before any call of the run succeeded in this process, the breaker opens: later
-    images are not read or sent, and are recorded as failed with that error. One success keeps it closed
-    for the rest of the run (a bad image or a flaky call later on does not stop a healthy night).
-    """
-
-    def __init__(self, limit: int = 5):
-        self.limit = limit
-        self.in_a_row = 0
-        self.succeeded = False
-        self.opened_by: ApiError | None = None
-
-    def success(self) -> None:
-        self.succeeded, self.in_a_row = True, 0
-
-    def failure(self, err: ApiError) -> None:
-        if self.succeeded or self.opened_by is not None:
-            return
-        if err.status in (401, 403) or err.code in UNHEALING_CODES:
-            self.in_a_row += 1
-            if self.in_a_row >= self.limit:
-                self.opened_by = err
-        else:
-            self.in_a_row = 0
-
-    def refusal(self) -> ApiError:
-        """What an image that was not sent records: the error that opened the breaker."""
-        err = self.opened_by
-        assert err is not None
-        return ApiError(code=err.code, status=err.status, retryable=err.retryable, attempts=0,
-                        message=f"not sent: the run stopped after {self.in_a_row} calls in a row failed with "
-                                f"{err.code} ({err.message})")
-
-
-_breakers: dict[str, CircuitBreaker] = {}  # run id -> this process's breaker (shards of a run share it)
-
-
-def breaker_for(run_id: str) -> CircuitBreaker:
-    return _breakers.setdefault(run_id, CircuitBreaker())
-
-
-def forget_run(run_id: str) -> None:
-    _breakers.pop(run_id, None)
 
 
 def refuses_input(err: ApiError) -> bool:
@@ -235,7 +183,7 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
     reader = _Reader(storage, [o["key"] for o in objects if readable(o)], head_only=job.mode != "inline",
                      limit=raw_limit)
     now = lambda: datetime.now(timezone.utc)  # noqa: E731
-    breaker = breaker_for(job.run_id)
+    breaker = breaker_for(job.run_id, url_mode=job.mode == "url")
 
     def error_row(obj, api, err: ApiError) -> dict:
         stats.error_codes[err.code] += 1
@@ -312,17 +260,17 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                     continue
                 try:
                     if data is not None:
-                        result = await backend.call(api, image=data, image_info=info, **params[api])
+                        result = await backend.call(api, image=data, image_info=info, watch=breaker,
+                                                    **params[api])
                     else:
-                        result = await backend.call(api, url=storage.url_for(obj["key"]), **params[api])
+                        result = await backend.call(api, url=storage.url_for(obj["key"]), watch=breaker,
+                                                    **params[api])
                 except ApiError as err:
                     stats.calls += max(1, err.attempts)
                     stats.retries += max(0, err.attempts - 1)
                     stats.call_errors += 1
-                    breaker.failure(err)
-                    refused(err)
+                    refused(err)  # the backend told the breaker about each attempt
                     continue
-                breaker.success()
                 stats.calls += result.attempts
                 stats.retries += result.attempts - 1
                 stats.rate_wait_s += result.rate_wait_s
@@ -351,7 +299,7 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
             image_row["processed_at"] = now()
             stats.status[status] += 1
             tables["images"].append(image_row)
-            progress.advance()
+            progress.advance(failed=status == "failed")
             failpoints.hit("object")
 
     await asyncio.gather(*(process(obj) for obj in objects))

@@ -30,8 +30,11 @@ class RunFailed(RuntimeError):
     service down): the CLI exits non-zero and the Prefect flow run ends Failed. Carries the summary."""
 
     def __init__(self, message: str, summary: dict[str, Any]):
-        super().__init__(message, summary)
+        super().__init__(message)  # args: the one line only (a log of the exception must not print the report)
         self.summary = summary
+
+    def __reduce__(self):  # pickled between processes with its summary
+        return (type(self), (str(self), self.summary))
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -68,8 +68,9 @@ project_name = "{PROJECT_NAME}"
 class ServiceProcess:
     """`imgrec serve` as a real subprocess on a loopback port."""
 
-    def __init__(self, config: Path, log_path: Path, workers: int = 1, env: dict | None = None):
-        self.port = free_port()
+    def __init__(self, config: Path, log_path: Path, workers: int = 1, env: dict | None = None,
+                 port: int | None = None):
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         imgrec = Path(sys.executable).parent / "imgrec"

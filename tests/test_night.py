@@ -1,0 +1,113 @@
+"""A night that breaks halfway (issue 27): the run's breaker stops a run whose endpoint died, at any point of
+the run, within seconds; a short outage costs only time; the re-run does the rest, nothing twice."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from tests.helpers import AK, PROJECT, SK, ServiceProcess, encode, free_port, photo, read_table, write_config
+
+IMGREC = str(Path(sys.executable).parent / "imgrec")
+APIS = "image_tagging,media_tagging"
+SLOW = "\n[simulate]\nenabled = true\nlatency_ms = 250\n"  # answers as the cloud would, without model work
+
+
+def _catalog(folder: Path, n: int) -> None:
+    folder.mkdir(parents=True)
+    base = photo("coffee")[::16, ::16]
+    for i in range(n):
+        (folder / f"img-{i:03d}.jpg").write_bytes(encode(np.roll(base, i, axis=1).copy()))
+
+
+def _start_run(source: Path, out: Path, endpoint: str, prefect_api: str, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK,
+           "HUAWEICLOUD_SDK_PROJECT_ID": PROJECT}
+    return subprocess.Popen([IMGREC, "run", str(source), "--out", str(out), "--backend", "http", "--endpoint",
+                             endpoint, "--apis", APIS, "--concurrency", "4", "--shard-size", "50"],
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+
+
+def _answered(service: ServiceProcess) -> int:
+    import httpx
+
+    metrics = httpx.get(service.base_url + "/metrics", timeout=5).text
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                   if line.startswith("imgrec_requests_total{") and 'status="200"' in line))
+
+
+def _wait_for_answers(service: ServiceProcess, count: int, run: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while _answered(service) < count:
+        assert run.poll() is None and time.monotonic() < deadline, "the run ended before the service answered"
+        time.sleep(0.1)
+
+
+def _ledger_ok(out: Path) -> list[tuple[str, str]]:
+    files = sorted((out / "_state" / "ledger").glob("*.parquet"))
+    rows = [r for f in files for r in pq.read_table(f).to_pylist() if r["outcome"] == "ok"]
+    return [(r["api"], r["key"]) for r in rows]
+
+
+def test_a_service_killed_mid_run_stops_the_run_within_seconds_and_the_rerun_finishes(prefect_api, tmp_path):
+    source, out = tmp_path / "src", tmp_path / "out"
+    _catalog(source, 200)
+    port = free_port()
+    config = write_config(tmp_path, extra=SLOW)
+    service = ServiceProcess(config, tmp_path / "service.log", port=port)
+    run = _start_run(source, out, service.base_url, prefect_api, tmp_path / "run.log")
+    try:
+        _wait_for_answers(service, 20, run)
+        service.proc.kill()  # -9
+        killed = time.monotonic()
+        code = run.wait(timeout=120)
+        took = time.monotonic() - killed
+    finally:
+        run.kill()
+        service.stop()
+    log = (tmp_path / "run.log").read_text()
+    assert code == 1, log[-3000:]
+    assert took < 30, f"the run went on {took:.0f} s after the kill"
+    assert max(len(line) for line in log.splitlines()) <= 2000
+    failure = [line for line in log.splitlines() if line.startswith("imgrec run failed:")]
+    assert len(failure) == 1 and "NET.CONNECTION" in failure[0] and "report:" in failure[0], log[-3000:]
+    images = read_table(out, "images")
+    assert sorted(r["key"] for r in images) == sorted(p.name for p in source.iterdir())  # each once
+    not_sent = [e for e in read_table(out, "errors") if e["error_msg"].startswith("not sent")]
+    assert not_sent, "images after the breaker opened are recorded as not sent"
+    done_first = set(_ledger_ok(out))
+    assert done_first
+    service = ServiceProcess(config, tmp_path / "service2.log", port=port)
+    try:
+        rerun = _start_run(source, out, service.base_url, prefect_api, tmp_path / "rerun.log")
+        assert rerun.wait(timeout=300) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
+    finally:
+        service.stop()
+    done = _ledger_ok(out)
+    assert len(done) == len(set(done)) == 2 * 200  # the rest done, nothing twice
+
+
+def test_a_restart_of_a_few_seconds_costs_only_time(prefect_api, tmp_path):
+    source, out = tmp_path / "src", tmp_path / "out"
+    _catalog(source, 60)
+    port = free_port()
+    config = write_config(tmp_path, extra=SLOW)
+    service = ServiceProcess(config, tmp_path / "service.log", port=port)
+    run = _start_run(source, out, service.base_url, prefect_api, tmp_path / "run.log")
+    try:
+        _wait_for_answers(service, 20, run)
+        service.proc.kill()
+        time.sleep(1.0)
+        service = ServiceProcess(config, tmp_path / "service2.log", port=port)
+        code = run.wait(timeout=300)
+    finally:
+        run.kill()
+        service.stop()
+    assert code == 0, (tmp_path / "run.log").read_text()[-3000:]
+    assert {r["status"] for r in read_table(out, "images")} == {"ok"}
+    assert len(_ledger_ok(out)) == 2 * 60
