@@ -191,11 +191,14 @@ class Warehouse:
         return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
 
     def _bucket_parquet(self, table: str, wanted: list[str], filters: dict[str, Any]):
+        import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.dataset as ds
 
         filesystem, root = bucket_filesystem(self.out)
-        dataset = ds.dataset(f"{root}/{table}", filesystem=filesystem, format="parquet", partitioning="hive",
+        # run_date typed as a date, as DuckDB reads a folder's partitions: one schema for every output
+        partitioning = ds.partitioning(pa.schema([pa.field("run_date", pa.date32())]), flavor="hive")
+        dataset = ds.dataset(f"{root}/{table}", filesystem=filesystem, format="parquet", partitioning=partitioning,
                              exclude_invalid_files=False)
         if not dataset.files:
             raise FileNotFoundError(f"no {table} files under {self.out}")

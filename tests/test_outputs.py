@@ -88,6 +88,11 @@ def test_bucket_output_survives_kill_minus_nine_and_reruns_add_nothing(prefect_a
     # filters pushed into pyarrow's scan of the bucket
     part = warehouse.table("images", key_prefix="part-1/", columns=["key", "status"])
     assert set(part.columns) == {"key", "status"} and all(k.startswith("part-1/") for k in part["key"])
+    # run_date is a date from a bucket as from a folder, and the README's filter by a date string works
+    today = str(runs.iloc[-1]["run_date"])[:10]
+    assert str(warehouse.arrow("images").schema.field("run_date").type) == "date32[day]"
+    assert len(warehouse.table("images", run_date=today)) == len(warehouse.table("images")) > 0
+    assert len(warehouse.table("images", run_date="1999-01-01")) == 0
 
 
 def test_iceberg_tables_in_a_bucket_with_two_dask_workers(prefect_api, s3_server, tmp_path):
