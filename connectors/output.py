@@ -132,11 +132,16 @@ class FolderOutput:
 
         lock_path = self.path(LOCK)
         lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "w") as handle:
+        with open(lock_path, "a+") as handle:  # not truncated before the lock is ours: it names the holder
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RuntimeError(f"another imgrec run is writing to {self.uri}") from None
+                handle.seek(0)
+                raise RuntimeError(f"another imgrec run is writing to {self.uri}: {_holder(handle.read())}") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(_me(owner)))
+            handle.flush()
             yield
 
 
@@ -214,7 +219,7 @@ class BucketOutput:
     @contextmanager
     def lock(self, owner: str):
         """A lock object created only if absent (a conditional PUT), refreshed while the run lives."""
-        me = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "user": getpass.getuser()}
+        me = _me(owner)
         self._take_lock(me)
         stop = threading.Event()
 
@@ -246,9 +251,15 @@ class BucketOutput:
                 if err.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
                     raise
             if not self._stale_lock():
-                raise RuntimeError(f"another imgrec run is writing to {self.uri}")
+                raise RuntimeError(f"another imgrec run is writing to {self.uri}: {self._lock_holder()}")
             self.client.delete_object(Bucket=self.bucket, Key=self.key(LOCK))  # its run died: take it over
-        raise RuntimeError(f"another imgrec run is writing to {self.uri}")
+        raise RuntimeError(f"another imgrec run is writing to {self.uri}: {self._lock_holder()}")
+
+    def _lock_holder(self) -> str:
+        try:
+            return _holder(self.client.get_object(Bucket=self.bucket, Key=self.key(LOCK))["Body"].read().decode())
+        except Exception:  # noqa: BLE001 - released meanwhile, or unreadable: the refusal still stands
+            return "holder unknown"
 
     def _stale_lock(self) -> bool:
         from botocore.exceptions import ClientError
@@ -265,6 +276,21 @@ class BucketOutput:
         if holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0))):
             return True
         return age > self.LOCK_STALE_S
+
+
+def _me(owner: str) -> dict:
+    return {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "user": getpass.getuser(),
+            "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _holder(text: str) -> str:
+    """Who holds a lock, from its record: `run R (pid P on host H, since T)`."""
+    try:
+        who = json.loads(text)
+        return (f"run {who.get('owner', '?')} (pid {who.get('pid', '?')} on {who.get('host', '?')}, "
+                f"since {who.get('since', '?')})")
+    except (ValueError, AttributeError):
+        return "holder unknown"
 
 
 def _alive(pid: int) -> bool:

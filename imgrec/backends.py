@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import AsyncIterator
+from urllib.parse import urlsplit
 
 from imgrec import schemas
 from imgrec.connectors.backend import RecognitionBackend
@@ -21,6 +22,7 @@ from imgrec.connectors.client import AkSk, ApiClient, RetryPolicy
 from imgrec.connectors.endpoints import Endpoints
 from imgrec.connectors.iam import PasswordCredentials, TokenProvider
 from imgrec.connectors.ratelimit import limiter_for
+from imgrec.connectors.output import is_bucket
 from imgrec.tasks.job import Job, RunParameters
 
 from .settings import Settings
@@ -28,6 +30,10 @@ from .settings import Settings
 _recognizers: dict[Path | None, object] = {}
 _lent: dict[tuple[str, int], RecognitionBackend] = {}  # (run id, id of the loop) -> the flow's backend
 _lock = threading.Lock()
+
+
+NO_CREDENTIALS = ("the http backend needs HUAWEICLOUD_SDK_AK/HUAWEICLOUD_SDK_SK/HUAWEICLOUD_SDK_PROJECT_ID or an IAM "
+                  "user and password (IMGREC_CLIENT__IAM_USER, IMGREC_CLIENT__IAM_PASSWORD)")
 
 
 def http_backend(settings: Settings, job: Job) -> ApiClient:
@@ -42,8 +48,7 @@ def http_backend(settings: Settings, job: Job) -> ApiClient:
             client.iam_domain or client.iam_user, client.iam_user, client.iam_password.get_secret_value(),
             client.iam_project_name, client.project_id))
     else:
-        raise ValueError("the http backend needs HUAWEICLOUD_SDK_AK/HUAWEICLOUD_SDK_SK/HUAWEICLOUD_SDK_PROJECT_ID "
-                         "or an IAM user and password (IMGREC_CLIENT__IAM_USER, IMGREC_CLIENT__IAM_PASSWORD)")
+        raise ValueError(NO_CREDENTIALS)
     return ApiClient(endpoints, aksk=aksk, token=token, project_id=client.project_id, concurrency=job.concurrency,
                      timeout=client.timeout_seconds, retry=RetryPolicy(attempts=client.retry_attempts),
                      limiter=limiter_for(job.rate_per_second, job.global_limit), transport=client.transport,
@@ -114,9 +119,19 @@ def resolve_run(flow: str, run: RunParameters) -> tuple[Job, Settings]:
     job = Job.create(flow, run_id, merged, enabled_apis(merged.backend, settings), config)
     if job.mode == "url" and not job.source.startswith(("s3://", "obs://")):
         raise ValueError("--mode url sends presigned URLs of bucket objects: give an s3:// or obs:// source")
+    if not is_bucket(job.source) and not Path(job.source).is_dir():
+        raise ValueError(f"source {job.source!r} is not a folder (or s3://bucket/prefix, obs://bucket/prefix)")
     if job.backend == "local":
         from .engines import EngineRegistry
 
         if problems := EngineRegistry(settings).problems(job.apis):
             raise ValueError("; ".join(f"{api}: {problem}" for api, problem in problems.items()))
+    else:
+        endpoint = job.endpoint or settings.client.endpoint
+        if endpoint and urlsplit(endpoint).scheme not in ("http", "https"):
+            raise ValueError(f"--endpoint {endpoint!r}: give the service's base URL with its scheme, "
+                             f"e.g. http://{endpoint}")
+        client = settings.client  # no credentials fails here, not on every call
+        if not (client.access_key and client.secret_key) and not (client.iam_user and client.iam_password):
+            raise ValueError(NO_CREDENTIALS)
     return job, settings

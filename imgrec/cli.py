@@ -24,8 +24,8 @@ def load_settings(config: Path | None) -> Settings:
         from .cli_run import one_line
 
         typer.echo(f"imgrec: {one_line(exc)}", err=True)
-    except OSError as exc:
-        typer.echo(f"imgrec: {exc}", err=True)
+    except (OSError, ValueError) as exc:  # ValueError: TOML that does not parse (tomllib names line and column)
+        typer.echo(f"imgrec: {config}: {exc}" if config else f"imgrec: {exc}", err=True)
     raise typer.Exit(2)
 
 

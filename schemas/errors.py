@@ -26,6 +26,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "AIS.0023": (400, "The file stored on OBS is oversized."),
     "AIS.0024": (400, "Failed to obtain the file from OBS. The signature has expired or fails to pass the authentication."),
     "AIS.0025": (400, "The file stored on OBS is empty."),
+    "AIS.0026": (400, "The token is not scoped to a project."),  # not in the reference: ours, for IAM
     "AIS.0029": (400, "Failed to download the file from the Internet. Check whether the URL of the file is correct and supported."),
     "AIS.0105": (400, "Recognize Failed"),
     "AIS.0201": (400, "An exception occurred during the process of obtaining the input image."),

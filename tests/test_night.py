@@ -111,3 +111,34 @@ def test_a_restart_of_a_few_seconds_costs_only_time(prefect_api, tmp_path):
     assert code == 0, (tmp_path / "run.log").read_text()[-3000:]
     assert {r["status"] for r in read_table(out, "images")} == {"ok"}
     assert len(_ledger_ok(out)) == 2 * 60
+
+
+def test_mistakes_before_the_run_are_one_line_and_exit_2(tmp_path):
+    (tmp_path / "src").mkdir()
+    cases = [([str(tmp_path / "missing")], {}, "is not a folder"),
+             ([str(tmp_path / "src"), "--backend", "http", "--endpoint", "127.0.0.1:8080"], {}, "with its scheme"),
+             ([str(tmp_path / "src"), "--backend", "http", "--endpoint", "http://127.0.0.1:9"], {},
+              "the http backend needs")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUAWEICLOUD_SDK_", "IMGREC_CLIENT__"))}
+    for args, extra, says in cases:
+        started = time.monotonic()
+        run = subprocess.run([IMGREC, "run", *args, "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                             timeout=60, env={**env, **extra})
+        assert run.returncode == 2 and says in run.stderr, (args, run.stderr)
+        assert len(run.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 10
+    config = tmp_path / "broken.toml"
+    config.write_text("[auth\nenabled = false\n")
+    serve = subprocess.run([IMGREC, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60)
+    assert serve.returncode == 2 and len(serve.stderr.strip().splitlines()) == 1 and "line 1" in serve.stderr
+
+
+def test_the_locks_refusal_names_its_holder(tmp_path):
+    import pytest
+
+    from imgrec.connectors.output import FolderOutput
+
+    out = FolderOutput(tmp_path / "out")
+    with out.lock("20261206T000000Z-first"):
+        with pytest.raises(RuntimeError, match=r"run 20261206T000000Z-first \(pid \d+ on .+, since 20"):
+            with FolderOutput(tmp_path / "out").lock("second"):
+                pass

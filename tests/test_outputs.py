@@ -194,7 +194,7 @@ def test_a_bucket_output_takes_one_run_at_a_time(s3_server):
     _bucket("locked")
     first, second = BucketOutput("s3://locked/x"), BucketOutput("s3://locked/x")
     with first.lock("run-1"):
-        with pytest.raises(RuntimeError, match="another imgrec run"):
+        with pytest.raises(RuntimeError, match=r"another imgrec run .*: run run-1 \(pid \d+ on "):
             with second.lock("run-2"):
                 pass
         holder = json.loads(first.get("_state/run.lock"))
