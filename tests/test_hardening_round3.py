@@ -11,10 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
 
 from imgrec.schemas.errors import ApiError
-from imgrec.service.app import create_app
 from imgrec.service.auth import Authenticator, FailureWindow
 from imgrec.settings import Settings
 from tests.helpers import DOMAIN, PASSWORD, PROJECT, PROJECT_NAME, USER, encode, photo, read_table

@@ -54,13 +54,19 @@ def _ledger_ok(out: Path) -> list[tuple[str, str]]:
     return [(r["api"], r["key"]) for r in rows]
 
 
-def test_a_service_killed_mid_run_stops_the_run_within_seconds_and_the_rerun_finishes(prefect_api, tmp_path):
+def _run_against_a_service(prefect_api: str, tmp_path: Path, images: int):
+    """A catalog of `images`, a service on a port of its own, and a run against it, started."""
     source, out = tmp_path / "src", tmp_path / "out"
-    _catalog(source, 200)
+    _catalog(source, images)
     port = free_port()
     config = write_config(tmp_path, extra=SLOW)
     service = ServiceProcess(config, tmp_path / "service.log", port=port)
-    run = _start_run(source, out, service.base_url, prefect_api, tmp_path / "run.log")
+    return source, out, config, port, service, _start_run(source, out, service.base_url, prefect_api,
+                                                          tmp_path / "run.log")
+
+
+def test_a_service_killed_mid_run_stops_the_run_within_seconds_and_the_rerun_finishes(prefect_api, tmp_path):
+    source, out, config, port, service, run = _run_against_a_service(prefect_api, tmp_path, 200)
     try:
         _wait_for_answers(service, 20, run)
         service.proc.kill()  # -9
@@ -93,12 +99,7 @@ def test_a_service_killed_mid_run_stops_the_run_within_seconds_and_the_rerun_fin
 
 
 def test_a_restart_of_a_few_seconds_costs_only_time(prefect_api, tmp_path):
-    source, out = tmp_path / "src", tmp_path / "out"
-    _catalog(source, 60)
-    port = free_port()
-    config = write_config(tmp_path, extra=SLOW)
-    service = ServiceProcess(config, tmp_path / "service.log", port=port)
-    run = _start_run(source, out, service.base_url, prefect_api, tmp_path / "run.log")
+    source, out, config, port, service, run = _run_against_a_service(prefect_api, tmp_path, 60)
     try:
         _wait_for_answers(service, 20, run)
         service.proc.kill()
