@@ -38,7 +38,21 @@ log = logging.getLogger("imgrec.tasks.recognize")
 # AIS.0201 counts when it is not retryable: a listed entry that is no readable file (a dangling link...).
 INPUT_ERRORS = frozenset({"AIS.0015", "AIS.0020", "AIS.0021", "AIS.0023", "AIS.0025", "AIS.0201", "AIS.0204",
                           "AIS.0205", "AIS.0502", "AIS.0503", "AIS.0504", "IMGREC.NAME_TOO_LONG"})
+# Of those, the refusals that are one API's limits (its formats, sides, sizes), not a fault of the image:
+# a WEBP photo that recapture does not take is still a good photo when the other APIs answered it.
+API_LIMITS = frozenset({"AIS.0020", "AIS.0023", "AIS.0502", "AIS.0504"})
 HEAD_BYTES = 256 * 1024  # enough of a file for its format and dimensions (url mode reads only this)
+
+
+def image_status(outcomes: list[str]) -> str:
+    """The image's status from its APIs' outcomes ("ok", "failed", "invalid": the image is bad, "limit": one
+    API does not take it): failed when a call failed (retried next run); invalid when the image is bad or no
+    API could take it; else ok."""
+    if "failed" in outcomes:
+        return "failed"
+    if "invalid" in outcomes or "ok" not in outcomes:
+        return "invalid"
+    return "ok"
 
 
 def refuses_input(err: ApiError) -> bool:
@@ -238,7 +252,7 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                 def refused(err: ApiError) -> None:
                     tables["errors"].append(error_row(obj, api, err))
                     if refuses_input(err):
-                        outcomes.append("invalid")
+                        outcomes.append("limit" if err.code in API_LIMITS else "invalid")
                         ledger.append(_ledger_row(job, api, hashes[api], obj, "rejected"))
                     else:
                         outcomes.append("failed")
@@ -293,8 +307,7 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: St
                     tables[table].extend(table_rows)
                 ledger.append(_ledger_row(job, api, hashes[api], obj, "ok"))
                 outcomes.append("ok")
-            # failed: a call (or read) failed and will be retried; invalid: some API refused this input
-            status = "failed" if "failed" in outcomes else ("invalid" if "invalid" in outcomes else "ok")
+            status = image_status(outcomes)
             image_row["status"] = status
             image_row["processed_at"] = now()
             stats.status[status] += 1

@@ -143,3 +143,12 @@ def test_the_locks_refusal_names_its_holder(tmp_path):
         with pytest.raises(RuntimeError, match=r"run 20261206T000000Z-first \(pid \d+ on .+, since 20"):
             with FolderOutput(tmp_path / "out").lock("second"):
                 pass
+
+
+def test_the_image_status_says_whether_the_image_is_bad():
+    from imgrec.tasks.recognize import image_status
+
+    assert image_status(["ok"] * 6 + ["limit"]) == "ok"  # a WEBP photo recapture does not take: a good photo
+    assert image_status(["limit", "limit"]) == "invalid"  # no API takes it
+    assert image_status(["ok", "invalid"]) == "invalid"  # damaged, not an image...
+    assert image_status(["ok", "failed", "limit"]) == "failed"
