@@ -63,6 +63,7 @@ def join_prefix(base: str, prefix: str) -> str:
 
 class FolderStorage:
     read_batch = 32
+    not_images = 0  # entries the last listing passed over: their names do not end in an image's extension
 
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
@@ -86,6 +87,7 @@ class FolderStorage:
         """Every image-named entry under the root, in key order. Entries that cannot be read as a regular
         file inside the folder are listed with their `problem`, never skipped silently or opened."""
         wanted = join_prefix("", prefix)
+        self.not_images = 0
         unreadable: list[str] = []
         walk = os.walk(self.root, onerror=lambda err: unreadable.append(err.filename or ""))
         for dirpath, dirnames, filenames in walk:
@@ -98,7 +100,10 @@ class FolderStorage:
             for name in sorted(filenames):
                 path = Path(dirpath) / name
                 key = _key_of(path, self.root)
-                if not key.startswith(wanted) or not is_image_key(key):
+                if not key.startswith(wanted):
+                    continue
+                if not is_image_key(key):
+                    self.not_images += 1
                     continue
                 yield self._entry(path, key)
         for folder in unreadable:  # the root's own sub-folders reported after the last step
@@ -211,18 +216,23 @@ class S3Storage:
     """S3 or Huawei OBS (S3-compatible) through boto3."""
 
     read_batch = 1
+    not_images = 0
 
     def __init__(self, uri: str, region: str | None = None):
         self.uri = uri
         self.client, self.bucket, self.prefix = bucket_client(uri, region)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        self.not_images = 0
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=join_prefix(self.prefix, prefix),
                                        PaginationConfig={"PageSize": 1000}):
             for item in page.get("Contents", []):
                 key = item["Key"]
-                if key.endswith("/") or not is_image_key(key):
+                if key.endswith("/"):
+                    continue
+                if not is_image_key(key):
+                    self.not_images += 1
                     continue
                 yield ObjectInfo(key, int(item["Size"]), item.get("ETag", "").strip('"'), item["LastModified"])
 

@@ -19,7 +19,7 @@ from prefect.cache_policies import NONE
 from imgrec import backends
 from imgrec.logs import install as install_log_redaction
 from imgrec.connectors.ratelimit import ensure_global_limit
-from imgrec.connectors.storage import open_storage
+from imgrec.connectors.storage import IMAGE_SUFFIXES, open_storage
 from imgrec.settings import Settings
 from imgrec.tasks import breaker, damage, listing, planning, progress, recognize, report, writing
 from imgrec.tasks.job import Job, RunParameters
@@ -40,8 +40,10 @@ def _storage(source: str):
 
 
 @task(name="list-objects", cache_policy=NONE)
-def list_objects_task(job: Job) -> int:
-    return listing.list_objects(open_storage(job.source), job)
+def list_objects_task(job: Job) -> tuple[int, int]:
+    """(images listed, objects passed over because their names are not an image's)."""
+    storage = open_storage(job.source)
+    return listing.list_objects(storage, job), storage.not_images
 
 
 @task(name="plan-shards", cache_policy=NONE)
@@ -58,10 +60,11 @@ async def recognize_shard_task(job: Job, shard: planning.Shard) -> dict[str, Any
 
 @task(name="report", cache_policy=NONE)
 def report_task(job: Job, listed: int, shard_stats: list[dict[str, Any]],
-                quarantined: list[str] | None = None) -> dict[str, Any]:
+                quarantined: list[str] | None = None, not_images: int = 0) -> dict[str, Any]:
     stats = [recognize.ShardStats.from_dict(s) for s in shard_stats]
     summary = report.summarize(job, listed, stats, datetime.now(timezone.utc))
     summary["quarantined"] = quarantined or []
+    summary["not_images"] = not_images
     report.write_runs_row(job, summary)
     if job.table_format == "parquet":
         writing.ensure_tables(job.output, job.run_date, job.run_id)
@@ -143,7 +146,10 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
             from imgrec.tasks.iceberg import IcebergTables
 
             IcebergTables.of(job).ensure_tables()
-        listed = list_objects_task(job)
+        listed, not_images = list_objects_task(job)
+        if not_images:
+            logger.info("%d objects under the source were not listed: their names do not end in an image's "
+                        "extension (%s)", not_images, ", ".join(sorted(IMAGE_SUFFIXES)))
         if not listed:
             logger.warning("no images listed under %s%s: check the source and --prefix", job.source,
                            f" (prefix {job.prefix!r})" if job.prefix else "")
@@ -156,7 +162,7 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
             stats = await _run_shards(job, settings, shards)
         finally:
             reporting.cancel()
-        summary = report_task(job, listed, list(stats), quarantined)
+        summary = report_task(job, listed, list(stats), quarantined, not_images)
         if output.local_root is None:  # a bucket output's local copies (listing, ledger, tables) are spent
             shutil.rmtree(job.work_dir, ignore_errors=True)
     logger.info("run %s finished: %s", job.run_id, summary["status"])

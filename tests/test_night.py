@@ -152,3 +152,19 @@ def test_the_image_status_says_whether_the_image_is_bad():
     assert image_status(["limit", "limit"]) == "invalid"  # no API takes it
     assert image_status(["ok", "invalid"]) == "invalid"  # damaged, not an image...
     assert image_status(["ok", "failed", "limit"]) == "failed"
+
+
+def test_objects_that_are_not_images_by_name_are_counted(tmp_path):
+    from datetime import datetime, timezone
+
+    from imgrec.connectors.storage import FolderStorage
+    from imgrec.tasks.job import Job
+    from imgrec.tasks.listing import list_objects
+
+    (tmp_path / "src").mkdir()
+    for name in ("a.jpg", "B.JPEG", "notes.txt", "no-extension", "photo.jpg.bak"):
+        (tmp_path / "src" / name).write_bytes(encode(photo("coffee")[::8, ::8]))
+    storage = FolderStorage(tmp_path / "src")
+    job = Job(run_id="r", flow="catalog-tagging", source=str(tmp_path / "src"), out=str(tmp_path / "out"),
+              apis=["image_tagging"], started_at=datetime.now(timezone.utc))
+    assert list_objects(storage, job) == 2 and storage.not_images == 3
