@@ -3,9 +3,10 @@
 Mixed load, as an attack pass and a busy night would send it, from `--clients` concurrent clients on loopback:
 tagging and recapture of a different photo every call (token auth), celebrity recognition (AK/SK signed),
 2 MB bodies of invalid JSON, bad base64, wrong passwords, requests without credentials. Then an idle
-minute. The service's RSS (all its processes) is sampled every 5 s.
+minute (`--mix hostile`: only 2 MB bodies of invalid JSON, a long string or a million values). The service's
+RSS (all its processes) is sampled every 5 s.
 
-    .venv/bin/python bench/soak.py [--minutes 30] [--clients 20] [--arena-max N]
+    .venv/bin/python bench/soak.py [--minutes 30] [--clients 20] [--mix mixed|hostile] [--arena-max N]
 
 Prints RSS per period, the growth after warm-up (the first fifth) in MB per 10 minutes, and RSS after the
 idle minute. `--arena-max N` runs the service with MALLOC_ARENA_MAX=N (glibc's per-thread heaps), to tell
@@ -54,12 +55,18 @@ def photos(count: int) -> list[str]:
     return out
 
 
-async def client(http: httpx.AsyncClient, token: str, images: list[str], deadline: float, counts: dict, n: int):
+MIXED = ("tagging", "recapture", "celebrity", "bad_json", "bad_base64", "wrong_password", "anonymous")
+HOSTILE = ("bad_json", "bad_json_values")  # --mix hostile: only 2 MB bodies of invalid JSON, of two shapes
+
+
+async def client(http: httpx.AsyncClient, token: str, images: list[str], deadline: float, counts: dict, n: int,
+                 kinds: tuple[str, ...] = MIXED):
     bad_json = b'{"image": "' + b"A" * 2_000_000 + b'", ['
+    bad_json_values = b'{"image": [' + b"1," * 1_000_000 + b"}"  # a million values, invalid at the end
     i = n
     while time.monotonic() < deadline:
         i += 1
-        kind = ("tagging", "recapture", "celebrity", "bad_json", "bad_base64", "wrong_password", "anonymous")[i % 7]
+        kind = kinds[i % len(kinds)]
         try:
             if kind in ("tagging", "recapture"):
                 path = f"/v2/{PROJECT}/image/{'tagging' if kind == 'tagging' else 'recapture-detect'}"
@@ -71,8 +78,9 @@ async def client(http: httpx.AsyncClient, token: str, images: list[str], deadlin
                 headers = signer.sign("POST", path, {"Content-Type": "application/json", "Host": host,
                                                      signer.HEADER_CONTENT: hashlib.sha256(body).hexdigest()}, body, AK, SK)
                 r = await http.post(path, content=body, headers=headers)
-            elif kind == "bad_json":
-                r = await http.post(f"/v2/{PROJECT}/image/tagging", content=bad_json,
+            elif kind in ("bad_json", "bad_json_values"):
+                r = await http.post(f"/v2/{PROJECT}/image/tagging",
+                                    content=bad_json if kind == "bad_json" else bad_json_values,
                                     headers={"X-Auth-Token": token, "Content-Type": "application/json"})
             elif kind == "bad_base64":
                 r = await http.post(f"/v2/{PROJECT}/image/tagging", json={"image": "!!notbase64!!" * 1000},
@@ -88,7 +96,8 @@ async def client(http: httpx.AsyncClient, token: str, images: list[str], deadlin
             counts[type(exc).__name__] = counts.get(type(exc).__name__, 0) + 1
 
 
-async def soak(base_url: str, proc: psutil.Process, minutes: float, clients: int) -> tuple[list, dict]:
+async def soak(base_url: str, proc: psutil.Process, minutes: float, clients: int,
+               kinds: tuple[str, ...] = MIXED) -> tuple[list, dict]:
     images = photos(400)
     samples: list[tuple[float, int]] = []
     counts: dict = {}
@@ -102,7 +111,7 @@ async def soak(base_url: str, proc: psutil.Process, minutes: float, clients: int
 
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=httpx.Limits(max_connections=clients)) as http:
         token = (await http.post("/v3/auth/tokens", json=token_body())).headers["X-Subject-Token"]
-        await asyncio.gather(sampler(deadline + 60), *(client(http, token, images, deadline, counts, n)
+        await asyncio.gather(sampler(deadline + 60), *(client(http, token, images, deadline, counts, n, kinds)
                                                         for n in range(clients)))
     return samples, counts
 
@@ -112,6 +121,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--arena-max", type=int, default=None)
+    parser.add_argument("--mix", choices=["mixed", "hostile"], default="mixed")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="imgrec-soak-"))
     gallery = work / "gallery" / "Eileen Collins"
@@ -121,7 +131,7 @@ def main() -> None:
     service = ServiceProcess(write_config(work, work / "gallery"), work / "service.log", env=env)
     try:
         samples, counts = asyncio.run(soak(service.base_url, psutil.Process(service.proc.pid), args.minutes,
-                                           args.clients))
+                                           args.clients, HOSTILE if args.mix == "hostile" else MIXED))
     finally:
         service.stop()
     loaded = [(t, rss) for t, rss in samples if t <= args.minutes * 60]
@@ -131,7 +141,7 @@ def main() -> None:
     periods = np.array_split(np.array(loaded, dtype=float), min(10, len(loaded)))
     rows = [[f"{p[0, 0] / 60:.1f}-{p[-1, 0] / 60:.1f}", f"{p[:, 1].mean() / 1e6:.0f}", f"{p[:, 1].max() / 1e6:.0f}"]
             for p in periods if len(p)]
-    print(table(f"Service RSS under mixed load: {args.clients} clients, {args.minutes:g} min"
+    print(table(f"Service RSS under {args.mix} load: {args.clients} clients, {args.minutes:g} min"
                 + (f", MALLOC_ARENA_MAX={args.arena_max}" if args.arena_max else ""),
                 ["minutes", "mean RSS MB", "max RSS MB"], rows))
     print(f"\nresponses: {dict(sorted(counts.items(), key=str))}")
