@@ -75,8 +75,9 @@ async def client(http: httpx.AsyncClient, token: str, images: list[str], deadlin
                 path = f"/v2/{PROJECT}/image/celebrity-recognition"
                 body = ('{"image": "%s"}' % images[i % len(images)]).encode()
                 host = http.base_url.netloc.decode()
-                headers = signer.sign("POST", path, {"Content-Type": "application/json", "Host": host,
-                                                     signer.HEADER_CONTENT: hashlib.sha256(body).hexdigest()}, body, AK, SK)
+                unsigned = {"Content-Type": "application/json", "Host": host,
+                            signer.HEADER_CONTENT: hashlib.sha256(body).hexdigest()}
+                headers = signer.sign("POST", path, unsigned, body, AK, SK)
                 r = await http.post(path, content=body, headers=headers)
             elif kind in ("bad_json", "bad_json_values"):
                 r = await http.post(f"/v2/{PROJECT}/image/tagging",

@@ -36,6 +36,10 @@ class CallWatch(Protocol):
     @property
     def open(self) -> bool: ...
 
+    @property
+    def outage(self) -> bool:
+        """Every attempt is failing, and the run still waits for the endpoint: retry past the usual attempts."""
+
     def success(self) -> None: ...
 
     def attempt_failed(self, err: ApiError) -> None: ...

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from imgrec import schemas
 from imgrec.schemas.common import ImageInfo, inspect_image
@@ -173,7 +173,10 @@ class ApiClient:
             while (left := until - time.monotonic()) > 0 and not (watch is not None and watch.open):
                 await asyncio.sleep(min(left, 0.25))
 
-        stopped = stop_after_attempt(self.retry.attempts) | (lambda state: watch is not None and watch.open)
+        def stopped(state: RetryCallState) -> bool:  # the run stopped, or the attempts are spent outside an outage
+            if watch is not None and (watch.open or watch.outage):
+                return watch.open
+            return state.attempt_number >= self.retry.attempts
         retrying = AsyncRetrying(stop=stopped, wait=self.retry.wait, sleep=sleep,
                                  retry=retry_if_exception(lambda e: isinstance(e, _Retryable)), reraise=True)
         try:

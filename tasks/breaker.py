@@ -6,7 +6,8 @@ Two ways a run cannot succeed:
   the run's first success, refused connections (nothing listening from the start);
 - **unreachable**: every call has failed on the transport or the server's side (connection refused or reset,
   timeouts, 5xx, 429) for `UNREACHABLE_S` seconds without a success in between, `UNREACHABLE_CALLS` at least.
-A success resets both, so a restart or a blip of a few seconds costs the run only time, and a bad image
+A success resets both; during an outage calls retry past their usual attempts (`outage`), so a restart or
+a blip of a few seconds costs the run only time; a bad image
 (an input error) neither opens nor resets it. Once open, the breaker stays open for the run: calls in their
 retry loop stop retrying, images not yet sent are not read and are recorded as failed with the error that
 opened it ("not sent: ..."), and the run ends Failed.
@@ -22,7 +23,7 @@ import time
 from imgrec.schemas.errors import ApiError
 
 REFUSED_IN_A_ROW = 5
-UNREACHABLE_S = 10.0
+UNREACHABLE_S = 15.0  # a service restarting under load takes several seconds to listen again
 UNREACHABLE_CALLS = 5
 # Errors no retry changes: credentials, the project, an engine that is not there, a host not allowed.
 REFUSING_CODES = frozenset({"APIG.0301", "AIP.0003", "AIS.0002", "AIS.0004", "AIS.0007"})
@@ -55,6 +56,13 @@ class CircuitBreaker:
     @property
     def open(self) -> bool:
         return self.opened_by is not None
+
+    @property
+    def outage(self) -> bool:
+        """Every attempt has failed since a moment the breaker is still giving a chance: calls keep retrying
+        past their usual number of attempts until it ends (a success) or the breaker opens, so a restart of
+        a few seconds costs the run only time."""
+        return self._failing_since is not None and self.opened_by is None
 
     def success(self) -> None:
         with self._lock:
