@@ -77,10 +77,11 @@ def detect_format(out: str | Path) -> str:
     return "iceberg" if output.list("iceberg") else "parquet"
 
 
-def refresh(out: str | Path, table_format: str | None = None, iceberg_catalog: str | None = None) -> Path | None:
+def refresh(out: str | Path, table_format: str | None = None, iceberg_catalog: str | None = None,
+            damaged: list[str] | None = None) -> Path | None:
     """(Re)write `out/imgrec.duckdb` for a folder output (None for a bucket: BI tools read the bucket).
     Parquet: a view per table that has files; Iceberg: each table's current rows. Atomic: a new file
-    replaces the old."""
+    replaces the old. `damaged`: the folder's unreadable table files, when the caller found them already."""
     import duckdb
 
     if _is_bucket(out):
@@ -93,7 +94,8 @@ def refresh(out: str | Path, table_format: str | None = None, iceberg_catalog: s
             stale.unlink(missing_ok=True)
     tmp = out / f".{CATALOG_FILE}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
-    damaged = damaged_files(out) if table_format != "iceberg" else []
+    if damaged is None:
+        damaged = damaged_files(out) if table_format != "iceberg" else []
     con = duckdb.connect(str(tmp))
     try:
         for table in TABLES:
@@ -120,8 +122,10 @@ class Warehouse:
             raise FileNotFoundError(f"no warehouse at {out}")
         self.table_format = table_format or ("iceberg" if iceberg_catalog else detect_format(self.out))
         self.iceberg_catalog = iceberg_catalog
-        if not self.bucket:
-            refresh(self.out, self.table_format, iceberg_catalog)  # the tables there are now, where they are now
+        # a folder's unreadable table files, found once: every query of this warehouse reads around them
+        self.damaged = damaged_files(self.out) if not self.bucket and self.table_format != "iceberg" else []
+        if not self.bucket:  # the tables there are now, where they are now
+            refresh(self.out, self.table_format, iceberg_catalog, self.damaged)
 
     def sql(self, query: str, params: dict[str, Any] | list[Any] | None = None):
         """A query over the tables (`tags`, `images`, ...) as a pandas DataFrame."""
@@ -182,9 +186,7 @@ class Warehouse:
         if not any((self.out / table).glob("run_date=*/*.parquet")):
             raise FileNotFoundError(f"no {table} files under {self.out}")
         where = ["starts_with(key, $key_prefix)" if n == "key_prefix" else f"{n} = ${n}" for n in filters]
-        from imgrec.tasks.damage import damaged_table_files
-
-        query = f"SELECT {', '.join(wanted) or '*'} FROM {_parquet(self.out, table, damaged_table_files(self.out))}"
+        query = f"SELECT {', '.join(wanted) or '*'} FROM {_parquet(self.out, table, self.damaged)}"
         if where:
             query += " WHERE " + " AND ".join(where)  # pushed down: partitions and row groups are pruned
         relation = duckdb.connect().sql(query, params=filters)
