@@ -23,13 +23,13 @@ sys.path.insert(0, str(ROOT))
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[4])
-from imgrec.connectors.storage import open_storage
+from imgrec.connectors.source import open_source
 from imgrec.tasks.job import Job
 from imgrec.tasks.listing import list_objects
 from imgrec.tasks.planning import plan_shards
 job = Job(run_id="bench", flow="bench", source=sys.argv[1], out=sys.argv[2], apis=["image_tagging"], prefix=sys.argv[3],
           shard_size=200)
-t = time.perf_counter(); listed = list_objects(open_storage(job.source), job); t_list = time.perf_counter() - t
+t = time.perf_counter(); listed = list_objects(open_source(job.source), job); t_list = time.perf_counter() - t
 t = time.perf_counter(); shards = plan_shards(job); t_plan = time.perf_counter() - t
 # VmHWM, not ru_maxrss: after fork+exec, ru_maxrss still counts the forked parent's pages (moto's data).
 hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))

@@ -19,7 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Protocol
 
-from .storage import bucket_client
+from imgrec.schemas.run import is_bucket
+
+from .buckets import bucket_client
 
 LOCK = "_state/run.lock"
 
@@ -53,10 +55,6 @@ class Output(Protocol):
 
     def lock(self, owner: str):
         """A context manager: one run at a time writes here; raises RuntimeError when another one holds it."""
-
-
-def is_bucket(out: str) -> bool:
-    return out.startswith(("s3://", "obs://"))
 
 
 def open_output(out: str) -> Output:

@@ -16,13 +16,14 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from imgrec import backends
+from imgrec import run_backend
 from imgrec.logs import install as install_log_redaction
 from imgrec.connectors.ratelimit import ensure_global_limit
-from imgrec.connectors.storage import IMAGE_SUFFIXES, open_storage
+from imgrec.connectors.source import IMAGE_SUFFIXES, open_source
 from imgrec.settings import Settings
-from imgrec.tasks import breaker, damage, listing, planning, progress, recognize, report, writing
-from imgrec.tasks.job import Job, RunParameters
+from imgrec.tasks import breaker, damage, listing, planning, progress, report, shard_worker, writing
+from imgrec.schemas.run import RunParameters
+from imgrec.tasks.job import Job
 
 PARALLEL_SHARDS = 2
 
@@ -36,13 +37,13 @@ def _settings(config: str | None) -> Settings:
 @lru_cache(maxsize=8)
 def _storage(source: str):
     """One storage (and boto3 client, which is thread-safe) per source per process, not one per shard."""
-    return open_storage(source)
+    return open_source(source)
 
 
 @task(name="list-objects", cache_policy=NONE)
 def list_objects_task(job: Job) -> tuple[int, int]:
     """(images listed, objects passed over because their names are not an image's)."""
-    storage = open_storage(job.source)
+    storage = open_source(job.source)
     return listing.list_objects(storage, job), storage.not_images
 
 
@@ -53,15 +54,15 @@ def plan_shards_task(job: Job) -> list[planning.Shard]:
 
 @task(name="recognize-shard", cache_policy=NONE, retries=2, retry_delay_seconds=2)
 async def recognize_shard_task(job: Job, shard: planning.Shard) -> dict[str, Any]:
-    async with backends.borrowed(_settings(job.config), job) as backend:
-        stats = await recognize.recognize_shard(shard.index, shard.path, job, _storage(job.source), backend)
+    async with run_backend.borrowed(_settings(job.config), job) as backend:
+        stats = await shard_worker.recognize_shard(shard.index, shard.path, job, _storage(job.source), backend)
     return stats.to_dict()
 
 
 @task(name="report", cache_policy=NONE)
 def report_task(job: Job, listed: int, shard_stats: list[dict[str, Any]],
                 quarantined: list[str] | None = None, not_images: int = 0) -> dict[str, Any]:
-    stats = [recognize.ShardStats.from_dict(s) for s in shard_stats]
+    stats = [shard_worker.ShardStats.from_dict(s) for s in shard_stats]
     summary = report.summarize(job, listed, stats, datetime.now(timezone.utc))
     summary["quarantined"] = quarantined or []
     summary["not_images"] = not_images
@@ -108,7 +109,7 @@ async def _run_shards(job: Job, settings: Settings, shards: list[planning.Shard]
         async with gate:
             return await recognize_shard_task(job, shard)
 
-    async with backends.lending(settings, job):  # one backend for the run, closed when it ends
+    async with run_backend.lending(settings, job):  # one backend for the run, closed when it ends
         try:
             return list(await asyncio.gather(*(one(s) for s in shards)))
         finally:
@@ -130,7 +131,7 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
     with output.lock(job.run_id):
         if job.global_limit and job.rate_per_second > 0:
             await ensure_global_limit(job.global_limit, job.rate_per_second)
-        append = recognize.iceberg_append(job)
+        append = shard_worker.iceberg_append(job)
         recovered = writing.recover(output, append)
         if recovered["finished"] or recovered["dropped"]:
             logger.info("recovered an interrupted run: %s", recovered)
@@ -175,14 +176,14 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
 @flow(name="catalog-tagging", log_prints=True)
 async def catalog_tagging(run: RunParameters) -> dict[str, Any]:
     """Tag every image that is new or changed since its last successful result (same API and parameters)."""
-    return await run_job(*backends.resolve_run("catalog-tagging", run))
+    return await run_job(*run_backend.resolve_run("catalog-tagging", run))
 
 
 @flow(name="catalog-backfill", log_prints=True)
 async def backfill(run: RunParameters) -> dict[str, Any]:
     """Process a prefix and/or last-modified range (`prefix`, `modified_since`, `modified_until`); `force`
     redoes objects that already succeeded."""
-    return await run_job(*backends.resolve_run("catalog-backfill", run))
+    return await run_job(*run_backend.resolve_run("catalog-backfill", run))
 
 
 logging.getLogger("imgrec").setLevel(logging.INFO)

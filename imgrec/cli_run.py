@@ -81,7 +81,7 @@ def run(
     """Run the catalog flow once; print the report. Exit 0 when the run completed."""
     from pydantic import ValidationError
 
-    from imgrec.tasks.job import RunParameters
+    from imgrec.schemas.run import RunParameters
 
     given = dict(source=source, out=out, table_format=table_format, iceberg_catalog=iceberg_catalog,
                  apis=[a.strip() for a in apis.split(",") if a.strip()] if apis else None, backend=backend,
@@ -92,7 +92,7 @@ def run(
     is_backfill = bool(prefix or since or until or force)
     try:  # checked here, before Prefect starts: a mistake fails in a second, in one line
         parameters = RunParameters(**{k: v for k, v in given.items() if v is not None})
-        from imgrec.backends import resolve_run
+        from imgrec.run_backend import resolve_run
 
         resolve_run("catalog-backfill" if is_backfill else "catalog-tagging", parameters)
     except ValidationError as exc:

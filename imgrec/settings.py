@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .models.fetch import default_models_dir
 from .schemas import SPECS
-from .tasks.job import RunParameters
+from .schemas.run import RunParameters
 
 MB = 1024 * 1024
 MIN_TOKEN_SECRET_BYTES = 32

@@ -216,7 +216,7 @@ def bucket_filesystem(out: str):
     """(pyarrow S3 filesystem, bucket/prefix) for an s3:// or obs:// output: boto3's environment settings."""
     from pyarrow import fs
 
-    from imgrec.connectors.storage import bucket_address
+    from imgrec.connectors.buckets import bucket_address
 
     where = bucket_address(out)
     filesystem = fs.S3FileSystem(endpoint_override=where.endpoint, region=where.region,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from imgrec.connectors.storage import open_storage
+from imgrec.connectors.source import open_source
 
 from .job import Job
 from .writing import RUN_TABLE, query_run
@@ -71,7 +71,7 @@ def gallery(job: Job, images: list[dict[str, Any]]) -> list[dict[str, Any]]:
     verdicts = by_key("recapture", "suggestion")
     faces = by_key("faces", "label")
     outputs = by_key("enhanced", "api, output_uri")
-    storage = open_storage(job.source)
+    storage = open_source(job.source)
     cards, used = [], 0
     for row in rows:
         key = row["key"]

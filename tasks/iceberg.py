@@ -23,8 +23,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from imgrec.connectors.output import is_bucket
-from imgrec.connectors.storage import bucket_address
+from imgrec.schemas.run import is_bucket
+from imgrec.connectors.buckets import bucket_address
 from imgrec.schemas.tables import TABLES
 
 NAMESPACE = "imgrec"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from imgrec.connectors.storage import Storage
+from imgrec.connectors.source import Source
 
 from . import failpoints
 from .job import Job
@@ -19,7 +19,7 @@ LISTING_SCHEMA = pa.schema([
 BATCH = 10_000
 
 
-def list_objects(storage: Storage, job: Job) -> int:
+def list_objects(storage: Source, job: Job) -> int:
     folder = job.work_dir / "listing"
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.parquet"):

@@ -17,7 +17,7 @@ from imgrec.schemas.text import markdown_cell
 from .gallery import gallery
 from .job import Job
 from .latency import LatencyHistogram
-from .recognize import ShardStats
+from .shard_worker import ShardStats
 from .writing import RUN_TABLE, parquet_bytes, query_run, table_name
 
 

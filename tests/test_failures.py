@@ -91,18 +91,18 @@ def test_mistakes_fail_fast_with_the_valid_choices(tmp_path):
 
 
 def test_prefix_joins_the_sources_own_prefix_as_a_folder(s3_server, tmp_path):
-    from imgrec.connectors.storage import FolderStorage, S3Storage
+    from imgrec.connectors.source import FolderSource, BucketSource
 
     keys = ["shop/2026/10/a.jpg", "shop/2026/11/b.jpg", "shop2026/10/c.jpg", "shopping/2026/10/d.jpg"]
     upload("prefixes", {key: b"x" for key in keys})
     for source in ("s3://prefixes/shop", "s3://prefixes/shop/"):
         for prefix in ("2026/10/", "/2026/10/", "2026/10"):
-            assert [o.key for o in S3Storage(source).list(prefix)] == ["shop/2026/10/a.jpg"], (source, prefix)
-        assert [o.key for o in S3Storage(source).list()] == ["shop/2026/10/a.jpg", "shop/2026/11/b.jpg"]
+            assert [o.key for o in BucketSource(source).list(prefix)] == ["shop/2026/10/a.jpg"], (source, prefix)
+        assert [o.key for o in BucketSource(source).list()] == ["shop/2026/10/a.jpg", "shop/2026/11/b.jpg"]
     for key in keys:
         (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / key).write_bytes(b"x")
-    folder = FolderStorage(tmp_path / "shop")
+    folder = FolderSource(tmp_path / "shop")
     for prefix in ("2026/10/", "/2026/10/", "2026/10"):
         assert [o.key for o in folder.list(prefix)] == ["2026/10/a.jpg"]
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgrec.tasks.job import RunParameters
+from imgrec.schemas.run import RunParameters
 from imgrec.flows.catalog import catalog_tagging
 from tests.helpers import AK, PROJECT, SK, ServiceProcess, encode, photo, read_table, write_config
 
@@ -247,12 +247,12 @@ def test_secrets_never_reach_logs_or_reports(prefect_api, service, tmp_path):
 
 
 def test_path_traversal_is_refused(tmp_path):
-    from imgrec.connectors.storage import FolderStorage
+    from imgrec.connectors.source import FolderSource
 
     (tmp_path / "catalog").mkdir()
     (tmp_path / "secret.jpg").write_bytes(b"x")
     (tmp_path / "catalog" / "link.jpg").symlink_to(tmp_path / "secret.jpg")
-    storage = FolderStorage(tmp_path / "catalog")
+    storage = FolderSource(tmp_path / "catalog")
     (entry,) = storage.list()  # the link leads out of the catalog: listed as a problem, never read
     assert entry.key == "link.jpg" and "out of the source folder" in entry.problem
     with pytest.raises(PermissionError):

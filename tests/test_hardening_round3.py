@@ -168,7 +168,7 @@ def test_shares_apply_where_several_projects_are_configured():
 
 # 4, 11 -----------------------------------------------------------------------------------------------------
 def test_output_names_are_unique_per_key_and_bounded():
-    from imgrec.tasks.recognize import output_name
+    from imgrec.tasks.shard_worker import output_name
 
     keys = ["x.jpg", "x.jpeg", "X.jpg", "x.JPG", "shop/x.jpg", "x.jpeg.jpg", "x"]
     names = [output_name("dark_enhance", key, "JPEG") for key in keys]
@@ -235,7 +235,7 @@ def test_the_markdown_report_keeps_keys_as_text(tmp_path):
     from datetime import datetime, timezone
 
     from imgrec.tasks.job import Job
-    from imgrec.tasks.recognize import ShardStats
+    from imgrec.tasks.shard_worker import ShardStats
     from imgrec.tasks.report import markdown, summarize
     from imgrec.tasks.writing import table_file, write_table
 

@@ -146,7 +146,7 @@ def test_the_locks_refusal_names_its_holder(tmp_path):
 
 
 def test_the_image_status_says_whether_the_image_is_bad():
-    from imgrec.tasks.recognize import image_status
+    from imgrec.tasks.shard_worker import image_status
 
     assert image_status(["ok"] * 6 + ["limit"]) == "ok"  # a WEBP photo recapture does not take: a good photo
     assert image_status(["limit", "limit"]) == "invalid"  # no API takes it
@@ -157,14 +157,14 @@ def test_the_image_status_says_whether_the_image_is_bad():
 def test_objects_that_are_not_images_by_name_are_counted(tmp_path):
     from datetime import datetime, timezone
 
-    from imgrec.connectors.storage import FolderStorage
+    from imgrec.connectors.source import FolderSource
     from imgrec.tasks.job import Job
     from imgrec.tasks.listing import list_objects
 
     (tmp_path / "src").mkdir()
     for name in ("a.jpg", "B.JPEG", "notes.txt", "no-extension", "photo.jpg.bak"):
         (tmp_path / "src" / name).write_bytes(encode(photo("coffee")[::8, ::8]))
-    storage = FolderStorage(tmp_path / "src")
+    storage = FolderSource(tmp_path / "src")
     job = Job(run_id="r", flow="catalog-tagging", source=str(tmp_path / "src"), out=str(tmp_path / "out"),
               apis=["image_tagging"], started_at=datetime.now(timezone.utc))
     assert list_objects(storage, job) == 2 and storage.not_images == 3

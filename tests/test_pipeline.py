@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imgrec.tasks.job import RunParameters
+from imgrec.schemas.run import RunParameters
 from imgrec.flows.catalog import backfill, catalog_tagging
 from tests.helpers import AK, PROJECT, SK, ServiceProcess, catalog_files, encode, photo, read_table, upload, write_config
 
@@ -220,14 +220,14 @@ async def test_shards_on_a_dask_cluster(prefect_api, config, tmp_path):
 async def test_reader_batches_local_reads_in_order_and_keeps_errors_per_object(tmp_path):
     import asyncio
 
-    from imgrec.connectors.storage import FolderStorage
-    from imgrec.tasks.recognize import _Reader
+    from imgrec.connectors.source import FolderSource
+    from imgrec.tasks.shard_worker import _Reader
 
     keys = [f"k{i:02d}.jpg" for i in range(20)]
     for i, key in enumerate(keys):
         if i != 5:  # k05 vanished between listing and reading
             (tmp_path / key).write_bytes(b"image %d" % i)
-    storage = FolderStorage(tmp_path)
+    storage = FolderSource(tmp_path)
     reader = _Reader(storage, keys, head_only=False)
     slots, held = asyncio.Semaphore(3), []
 
@@ -249,7 +249,7 @@ async def test_reader_batches_local_reads_in_order_and_keeps_errors_per_object(t
 def test_planning_in_partitions_and_after_ledger_compaction(tmp_path, monkeypatch, partition_rows):
     import pyarrow.parquet as pq
 
-    from imgrec.connectors.storage import FolderStorage
+    from imgrec.connectors.source import FolderSource
     from imgrec.tasks import planning, writing
     from imgrec.tasks.job import Job
     from imgrec.tasks.listing import list_objects
@@ -262,7 +262,7 @@ def test_planning_in_partitions_and_after_ledger_compaction(tmp_path, monkeypatc
     out = tmp_path / "out"
     job = Job(run_id="r1", flow="test", source=str(source), out=str(out), apis=["image_tagging", "recapture_detect"],
               shard_size=4)
-    assert list_objects(FolderStorage(source), job) == 45
+    assert list_objects(FolderSource(source), job) == 45
     listed = pq.read_table(job.work_dir / "listing" / "listing.parquet").to_pylist()
     done = [o for o in listed if int(o["key"][-6:-4]) % 3 == 0]  # 15 objects fully done, each in its own file
     for n, obj in enumerate(done):

@@ -12,7 +12,7 @@ from PIL import Image
 
 from imgrec.tasks.job import Job
 from imgrec.tasks.latency import LatencyHistogram
-from imgrec.tasks.recognize import ShardStats
+from imgrec.tasks.shard_worker import ShardStats
 from imgrec.tasks.report import markdown, render_html, summarize, write_report
 from imgrec.tasks.writing import table_file, write_table
 

@@ -61,14 +61,40 @@ def _modules(folder: str):
         yield path, module, package
 
 
-# What each layer may import from the project: contract <- connectors <- engines / service; the pipeline
-# (tasks) sees the contract and the connectors' interfaces, never an engine or the service.
+# What each module may import from the project, lowest floor first: the contract (schemas) <- connectors <-
+# tasks (the pipeline) <- flows <- the CLI; engines and the service stand beside the pipeline, never under it.
+# Every module falls under exactly one entry (the longest prefix that names it).
 ALLOWED = {
     "imgrec.schemas": ("imgrec.schemas",),
+    "imgrec.models": ("imgrec.models",),
+    "imgrec.settings": ("imgrec.schemas", "imgrec.models"),
+    "imgrec.logs": ("imgrec.schemas",),
     "imgrec.connectors": ("imgrec.schemas", "imgrec.connectors"),
-    "imgrec.tasks": ("imgrec.schemas", "imgrec.connectors", "imgrec.tasks"),
     "imgrec.engines": ("imgrec.schemas", "imgrec.engines", "imgrec.models"),
+    "imgrec.recognizer": ("imgrec.schemas", "imgrec.connectors", "imgrec.engines"),
+    "imgrec.inprocess_backend": ("imgrec.schemas", "imgrec.connectors", "imgrec.engines", "imgrec.recognizer"),
+    "imgrec.service": ("imgrec.schemas", "imgrec.connectors", "imgrec.engines", "imgrec.recognizer",
+                       "imgrec.settings", "imgrec.logs", "imgrec.service"),
+    "imgrec.tasks": ("imgrec.schemas", "imgrec.connectors", "imgrec.tasks"),
+    "imgrec.warehouse": ("imgrec.schemas", "imgrec.connectors", "imgrec.tasks"),
+    "imgrec.run_backend": ("imgrec.schemas", "imgrec.connectors", "imgrec.tasks", "imgrec.settings",
+                           "imgrec.engines", "imgrec.recognizer", "imgrec.inprocess_backend"),
+    "imgrec.flows": ("imgrec.schemas", "imgrec.connectors", "imgrec.tasks", "imgrec.flows", "imgrec.settings",
+                     "imgrec.logs", "imgrec.run_backend", "imgrec.warehouse"),
+    # the top: the command line and its helpers may use every floor; nothing imports them
+    "imgrec.cli": ("imgrec",),
+    "imgrec.cli_run": ("imgrec",),
+    "imgrec.local_server": ("imgrec",),
+    "imgrec.samples": ("imgrec",),
+    "imgrec": (),  # the namespace package itself
 }
+TOP = ("imgrec.cli", "imgrec.cli_run", "imgrec.local_server", "imgrec.samples")
+
+
+def _layer(module: str) -> str:
+    matches = [p for p in ALLOWED if module == p or module.startswith(p + ".")]
+    assert matches, f"{module} is in no layer: add it to ALLOWED"
+    return max(matches, key=len)
 
 
 @pytest.mark.parametrize("folder", list(FOLDERS))
@@ -77,11 +103,40 @@ def test_layers_import_one_way_and_nothing_generic(folder):
         project = {n for n in _imports(path, package) if n.split(".")[0] in ("imgrec", *FOLDERS)}
         generic = {n for n in project if n.split(".")[0] in ("schemas", "connectors", "tasks", "flows")}
         assert not generic, f"{path}: import through the imgrec namespace, not {generic}"
-        layer = next((prefix for prefix in ALLOWED if module == prefix or module.startswith(prefix + ".")), None)
-        if layer is None:
-            continue
-        wrong = {n for n in project if n != "imgrec" and not n.startswith(ALLOWED[layer])}
+        layer = _layer(module)
+        wrong = {n for n in project if n != "imgrec" and not any(n == a or n.startswith(a + ".") or a == "imgrec"
+                                                                 for a in ALLOWED[layer])}
         assert not wrong, f"{module} imports {wrong}: against the layering"
+        if layer not in TOP:
+            top = {n for n in project if _layer(n) in TOP}
+            assert not top, f"{module} imports the command line's {top}"
+
+
+def test_no_import_circles():
+    """Between modules (a package's __init__ aside): A imports B and B imports A, at any distance."""
+    graph, packages = {}, set()
+    for folder in FOLDERS:
+        for path, module, package in _modules(folder):
+            graph[module] = {n for n in _imports(path, package) if n != module}
+            if path.name == "__init__.py":
+                packages.add(module)
+    known = set(graph)
+    for module in graph:  # resolve `from package import module` names to modules
+        graph[module] = {n if n in known else n.rsplit(".", 1)[0] for n in graph[module]} & known
+    seen: dict[str, int] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        seen[module] = 1
+        for dep in sorted(graph[module] - packages):
+            if seen.get(dep) == 1:
+                raise AssertionError("import circle: " + " -> ".join(trail[trail.index(dep):] + [dep]))
+            if dep not in seen:
+                visit(dep, trail + [dep])
+        seen[module] = 2
+
+    for module in sorted(known - packages):
+        if module not in seen:
+            visit(module, [module])
 
 
 def test_every_package_is_installed():

@@ -17,9 +17,10 @@ from imgrec.schemas import celebrity_recognition, image_tagging, main_object_det
 from imgrec.schemas.errors import ApiError
 from imgrec.settings import Settings
 from imgrec.tasks import writing
-from imgrec.tasks.job import Job, RunParameters
+from imgrec.schemas.run import RunParameters
+from imgrec.tasks.job import Job
 from imgrec.tasks.normalize import Context, normalize
-from imgrec.tasks.recognize import refuses_input
+from imgrec.tasks.shard_worker import refuses_input
 from tests.helpers import encode, photo
 
 
@@ -249,6 +250,6 @@ def test_token_bucket_keeps_no_more_than_its_burst(monkeypatch):
     ("shop", "2026/10/", "shop/2026/10/"), ("shop/", "/2026/10/", "shop/2026/10/"), ("", "2026/10", "2026/10"),
     ("shop", "", "shop/"), ("", "", ""), ("a//", "//b/", "a/b/")])
 def test_a_sources_prefix_is_a_folder_for_s3_and_obs_alike(base, prefix, joined):
-    from imgrec.connectors.storage import join_prefix
+    from imgrec.connectors.source import join_prefix
 
-    assert join_prefix(base, prefix) == joined  # S3Storage lists s3:// and obs:// sources with this prefix
+    assert join_prefix(base, prefix) == joined  # BucketSource lists s3:// and obs:// sources with this prefix

@@ -12,7 +12,7 @@ import pytest
 
 import imgrec.warehouse
 from imgrec.flows.catalog import catalog_tagging
-from imgrec.tasks.job import RunParameters
+from imgrec.schemas.run import RunParameters
 from tests.helpers import encode, photo
 
 README = Path(__file__).resolve().parents[1] / "README.md"

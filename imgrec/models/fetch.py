@@ -184,13 +184,14 @@ def _any_input_size(path: Path, heads: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models-dir", type=Path, default=None, help="default: Settings' models_dir")
+    parser.add_argument("--models-dir", type=Path, default=None,
+                        help="default: IMGREC_MODELS_DIR, else .cache/models in a checkout")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     if args.models_dir is None:
-        from ..settings import Settings
+        import os
 
-        args.models_dir = Settings.load().models_dir
+        args.models_dir = Path(os.environ.get("IMGREC_MODELS_DIR") or default_models_dir())
     for path in fetch(args.models_dir, args.force):
         print(f"model ready: {path}")
     return 0

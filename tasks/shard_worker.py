@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from imgrec import schemas
 from imgrec.connectors.backend import RecognitionBackend
-from imgrec.connectors.storage import Storage
+from imgrec.connectors.source import Source
 from imgrec.schemas.common import ANY_IMAGE, ImageInfo, check_image_info, inspect_image
 from imgrec.schemas.errors import ApiError
 
@@ -32,7 +32,7 @@ from .latency import LatencyHistogram
 from .normalize import Context, normalize
 from .writing import commit_shard, shard_name
 
-log = logging.getLogger("imgrec.tasks.recognize")
+log = logging.getLogger("imgrec.tasks.shard_worker")
 # Errors that describe the input itself: the same bytes will fail the same way, so the image is `invalid`
 # for that API and not retried by the next incremental run (it is, once it changes).
 # AIS.0201 counts when it is not retryable: a listed entry that is no readable file (a dangling link...).
@@ -127,7 +127,7 @@ class _Reader:
     right away: at most one batch more than `concurrency` images is held in memory.
     """
 
-    def __init__(self, storage: Storage, keys: list[str], head_only: bool, limit: int | None = None):
+    def __init__(self, storage: Source, keys: list[str], head_only: bool, limit: int | None = None):
         self._fetch = (lambda key: _read_head(storage, key)) if head_only else (lambda key: storage.read(key, limit))
         self._batch = max(1, int(getattr(storage, "read_batch", 1)))
         self._keys = keys
@@ -175,7 +175,7 @@ class _Reader:
         return outcomes
 
 
-async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: Storage,
+async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: Source,
                           backend: RecognitionBackend) -> ShardStats:
     objects = pq.read_table(io.BytesIO(job.output.get(manifest))).to_pylist()
     stats = ShardStats(shard=shard_index, objects=len(objects))
@@ -339,6 +339,6 @@ def _ledger_row(job: Job, api: str, params_hash: str, obj: dict, outcome: str) -
             "outcome": outcome, "run_id": job.run_id}
 
 
-def _read_head(storage: Storage, key: str) -> bytes:
+def _read_head(storage: Source, key: str) -> bytes:
     reader = getattr(storage, "read_head", None)
     return reader(key, HEAD_BYTES) if reader else storage.read(key, HEAD_BYTES - 1)[:HEAD_BYTES]

@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Protocol
 
+from .buckets import bucket_client
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".jfif"})
 
 
@@ -34,7 +36,7 @@ class ObjectInfo:
         return f"{self.etag}|{self.size}|{int(self.last_modified.timestamp())}"
 
 
-class Storage(Protocol):
+class Source(Protocol):
     uri: str  # the source as the user wrote it, normalised
     # How many objects one reader thread fetches in a row. Local files: many (a thread hop costs more CPU
     # than reading a small file); bucket objects: one, since each GET waits on the network.
@@ -61,7 +63,7 @@ def join_prefix(base: str, prefix: str) -> str:
     return joined + "/" if joined and (prefix.endswith("/") or not prefix.strip("/")) else joined
 
 
-class FolderStorage:
+class FolderSource:
     read_batch = 32
     not_images = 0  # entries the last listing passed over: their names do not end in an image's extension
 
@@ -176,43 +178,7 @@ def _problem(key: str, why: str, stat: os.stat_result | None = None, retryable: 
                       problem=why, problem_retryable=retryable)
 
 
-@dataclass(frozen=True)
-class BucketAddress:
-    """Where `s3://bucket/prefix` or `obs://bucket/prefix` lives, from boto3's standard environment."""
-    bucket: str
-    prefix: str
-    region: str
-    endpoint: str | None  # AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL, else the region's OBS for obs://, else AWS's
-    virtual: bool  # OBS wants virtual-host addressing
-
-
-def bucket_address(uri: str, region: str | None = None) -> BucketAddress:
-    scheme, _, rest = uri.partition("://")
-    bucket, _, prefix = rest.partition("/")
-    if not bucket:
-        raise ValueError(f"{uri!r} names no bucket: use {scheme}://bucket/prefix")
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "cn-north-4"
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if scheme == "obs" and not endpoint:
-        endpoint = f"https://obs.{region}.myhuaweicloud.com"
-    return BucketAddress(bucket, prefix, region, endpoint, scheme == "obs")
-
-
-def bucket_client(uri: str, region: str | None = None):
-    """(boto3 S3 client, bucket, prefix) for `s3://bucket/prefix` or `obs://bucket/prefix`: boto3's standard
-    credential chain; the endpoint as bucket_address finds it."""
-    import boto3
-    from botocore.config import Config
-
-    where = bucket_address(uri, region)
-    config = Config(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"},
-                    s3={"addressing_style": "virtual" if where.virtual else ("path" if where.endpoint else "auto")},
-                    max_pool_connections=32)
-    client = boto3.client("s3", endpoint_url=where.endpoint, region_name=where.region, config=config)
-    return client, where.bucket, where.prefix
-
-
-class S3Storage:
+class BucketSource:
     """S3 or Huawei OBS (S3-compatible) through boto3."""
 
     read_batch = 1
@@ -257,9 +223,9 @@ class S3Storage:
                                                   ExpiresIn=expires_s)
 
 
-def open_storage(source: str) -> Storage:
+def open_source(source: str) -> Source:
     if source.startswith(("s3://", "obs://")):
-        return S3Storage(source)
+        return BucketSource(source)
     if "://" in source:
         raise ValueError(f"unsupported source {source!r}: use a folder, s3://bucket/prefix or obs://bucket/prefix")
-    return FolderStorage(source)
+    return FolderSource(source)

@@ -18,7 +18,7 @@ class InProcessBackend:
     name = "local"
 
     def __init__(self, recognizer: Recognizer, limiter: Limiter | None = None):
-        self.recognizer = recognizer  # shared by the process's backends (backends.py): not closed here
+        self.recognizer = recognizer  # shared by the process's backends (run_backend.py): not closed here
         self.limiter = limiter
 
     async def call(self, api: str, *, image: bytes | None = None, url: str | None = None,

@@ -22,8 +22,8 @@ from imgrec.connectors.client import AkSk, ApiClient, RetryPolicy
 from imgrec.connectors.endpoints import Endpoints
 from imgrec.connectors.iam import PasswordCredentials, TokenProvider
 from imgrec.connectors.ratelimit import limiter_for
-from imgrec.connectors.output import is_bucket
-from imgrec.tasks.job import Job, RunParameters
+from imgrec.schemas.run import RunParameters, is_bucket
+from imgrec.tasks.job import Job
 
 from .settings import Settings
 
@@ -57,7 +57,7 @@ def http_backend(settings: Settings, job: Job) -> ApiClient:
 
 
 def local_backend(settings: Settings, job: Job) -> RecognitionBackend:
-    from .local_backend import InProcessBackend
+    from .inprocess_backend import InProcessBackend
     from .recognizer import Recognizer
 
     with _lock:
