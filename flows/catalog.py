@@ -21,7 +21,7 @@ from imgrec.logs import install as install_log_redaction
 from imgrec.connectors.ratelimit import ensure_global_limit
 from imgrec.connectors.source import IMAGE_SUFFIXES, open_source
 from imgrec.settings import Settings
-from imgrec.tasks import breaker, damage, listing, planning, progress, report, shard_worker, writing
+from imgrec.tasks import breaker, damage, formats, listing, planning, progress, report, shard_worker, writing
 from imgrec.schemas.run import RunParameters
 from imgrec.tasks.job import Job
 
@@ -35,16 +35,16 @@ def _settings(config: str | None) -> Settings:
 
 
 @lru_cache(maxsize=8)
-def _storage(source: str):
-    """One storage (and boto3 client, which is thread-safe) per source per process, not one per shard."""
+def _source(source: str):
+    """One source (and boto3 client, which is thread-safe) per location per process, not one per shard."""
     return open_source(source)
 
 
 @task(name="list-objects", cache_policy=NONE)
 def list_objects_task(job: Job) -> tuple[int, int]:
     """(images listed, objects passed over because their names are not an image's)."""
-    storage = open_source(job.source)
-    return listing.list_objects(storage, job), storage.not_images
+    source = open_source(job.source)
+    return listing.list_objects(source, job), source.not_images
 
 
 @task(name="plan-shards", cache_policy=NONE)
@@ -55,7 +55,7 @@ def plan_shards_task(job: Job) -> list[planning.Shard]:
 @task(name="recognize-shard", cache_policy=NONE, retries=2, retry_delay_seconds=2)
 async def recognize_shard_task(job: Job, shard: planning.Shard) -> dict[str, Any]:
     async with run_backend.borrowed(_settings(job.config), job) as backend:
-        stats = await shard_worker.recognize_shard(shard.index, shard.path, job, _storage(job.source), backend)
+        stats = await shard_worker.recognize_shard(shard.index, shard.path, job, _source(job.source), backend)
     return stats.to_dict()
 
 
@@ -67,8 +67,7 @@ def report_task(job: Job, listed: int, shard_stats: list[dict[str, Any]],
     summary["quarantined"] = quarantined or []
     summary["not_images"] = not_images
     report.write_runs_row(job, summary)
-    if job.table_format == "parquet":
-        writing.ensure_tables(job.output, job.run_date, job.run_id)
+    formats.format_of(job).ensure(job.run_date, job.run_id)  # tables this run left empty read all the same
     try:
         from imgrec.warehouse import refresh
 
@@ -131,22 +130,19 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
     with output.lock(job.run_id):
         if job.global_limit and job.rate_per_second > 0:
             await ensure_global_limit(job.global_limit, job.rate_per_second)
-        append = shard_worker.iceberg_append(job)
-        recovered = writing.recover(output, append)
+        tables = formats.format_of(job)
+        recovered = writing.recover(output, tables)
         if recovered["finished"] or recovered["dropped"]:
             logger.info("recovered an interrupted run: %s", recovered)
         # a ledger or table file damaged from outside: moved aside with its shard, whose images are redone
         quarantined = damage.quarantine(output, job.run_id, job.work_dir,
-                                        check_tables=job.table_format == "parquet" and output.local_root is not None)
+                                        formats.open_format(job.table_format, output, job.iceberg_catalog).damaged())
         if quarantined:
             logger.warning("moved %d damaged file(s) aside to %s/%s: their images are done again",
                            len(quarantined), damage.QUARANTINE, job.run_id)
         if folded := writing.compact_ledger(output, job.run_id, job.work_dir):
             logger.info("compacted %d ledger files into one", folded)
-        if job.table_format == "iceberg":
-            from imgrec.tasks.iceberg import IcebergTables
-
-            IcebergTables.of(job).ensure_tables()
+        tables.prepare()
         listed, not_images = list_objects_task(job)
         if not_images:
             logger.info("%d objects under the source were not listed: their names do not end in an image's "

@@ -112,3 +112,9 @@ TABLES: dict[str, pa.Schema] = {
     ]),
 }
 
+
+# `_state/ledger`: what succeeded (one row per key, API and parameters), which incremental runs skip.
+LEDGER_SCHEMA = pa.schema([
+    pa.field("api", pa.string()), pa.field("params_hash", pa.string()), pa.field("key", pa.string()),
+    pa.field("fingerprint", pa.string()), pa.field("outcome", pa.string()), pa.field("run_id", pa.string()),
+])

@@ -21,31 +21,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from imgrec.connectors.output import Output, local_copies
-from imgrec.schemas.tables import TABLES
+from imgrec.schemas.tables import LEDGER_SCHEMA, TABLES
 
-from .writing import LEDGER, LEDGER_SCHEMA, ledger_names
+from .formats.parquet import damaged_table_files, readable
+from .writing import LEDGER, ledger_names
 
 log = logging.getLogger("imgrec.tasks.damage")
 QUARANTINE = "_quarantine"
-
-
-def readable(path: Path, required: list[str]) -> bool:
-    """The file is Parquet whose footer reads and which has the `required` columns."""
-    try:
-        schema = pq.read_schema(path)
-    except Exception:  # noqa: BLE001 - any failure to read the footer is damage
-        return False
-    return all(name in schema.names for name in required)
-
-
-def damaged_table_files(root: Path) -> list[str]:
-    """A folder output's unreadable table files, as output names (`tags/run_date=.../x.parquet`)."""
-    found = []
-    for table in TABLES:
-        for path in sorted((root / table).glob("run_date=*/*.parquet")):
-            if not readable(path, ["run_id"]):
-                found.append(path.relative_to(root).as_posix())
-    return found
 
 
 def _shard_of(name: str) -> str:
@@ -61,15 +43,16 @@ def _shard_files(output: Output, shard: str) -> list[str]:
     return names + ([ledger] if output.exists(ledger) else [])
 
 
-def quarantine(output: Output, run_id: str, work: Path, check_tables: bool | None = None) -> list[str]:
-    """Move damaged ledger and table files (and the rest of their shards) aside; returns what was moved."""
+def quarantine(output: Output, run_id: str, work: Path, damaged_tables: list[str] | None = None) -> list[str]:
+    """Move damaged ledger files and `damaged_tables` (the table format's unreadable files; default: a
+    folder's Parquet table files), each with the rest of its shard, aside; returns what was moved."""
     work.mkdir(parents=True, exist_ok=True)
-    check_tables = output.local_root is not None if check_tables is None else check_tables
+    if damaged_tables is None:
+        damaged_tables = damaged_table_files(output.local_root) if output.local_root is not None else []
     ledgers = ledger_names(output)
     copies = dict(zip(ledgers, local_copies(output, ledgers, work / "ledger-check")))
     bad = [name for name, path in copies.items() if not readable(path, LEDGER_SCHEMA.names)]
-    if check_tables and output.local_root is not None:
-        bad += damaged_table_files(output.local_root)
+    bad += damaged_tables
     if not bad:
         return []
     moved: list[str] = []

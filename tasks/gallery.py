@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 from imgrec.connectors.source import open_source
 
 from .job import Job
-from .writing import RUN_TABLE, query_run
+from .formats import RUN_TABLE, query_run
 
 GALLERY_IMAGES = 200
 GALLERY_BYTES = 5_000_000

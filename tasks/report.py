@@ -18,7 +18,8 @@ from .gallery import gallery
 from .job import Job
 from .latency import LatencyHistogram
 from .shard_worker import ShardStats
-from .writing import RUN_TABLE, parquet_bytes, query_run, table_name
+from .formats import RUN_TABLE, format_of, query_run
+from .formats.parquet import parquet_bytes
 
 
 REPORT_IMAGES = 200  # per-image rows in a report: problems first, then by key
@@ -142,14 +143,8 @@ def runs_row(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_runs_row(job: Job, summary: dict[str, Any]) -> None:
-    """The run's row of `runs`: one Parquet file, or an Iceberg append (idempotent, like a shard's)."""
-    data = parquet_bytes("runs", [runs_row(summary)])
-    if job.table_format == "iceberg":
-        from .iceberg import IcebergTables
-
-        IcebergTables.of(job).append("runs", job.run_date, job.run_id, data)
-    else:
-        job.output.put(table_name("runs", job.run_date, job.run_id), data)
+    """The run's row of `runs`, in the run's table format (idempotent, like a shard's)."""
+    format_of(job).append("runs", job.run_date, job.run_id, parquet_bytes("runs", [runs_row(summary)]))
 
 
 # ------------------------------------------------------------------------------------------ rendering

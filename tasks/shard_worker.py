@@ -30,6 +30,7 @@ from .breaker import breaker_for
 from .job import Job
 from .latency import LatencyHistogram
 from .normalize import Context, normalize
+from .formats import format_of
 from .writing import commit_shard, shard_name
 
 log = logging.getLogger("imgrec.tasks.shard_worker")
@@ -109,15 +110,6 @@ def _output_writer(job: Job):
         return job.output.put(output_name(api, key, fmt), data)
 
     return write
-
-
-def iceberg_append(job: Job):
-    """The shard commit's Iceberg append for an iceberg-format run; None for Parquet files."""
-    if job.table_format != "iceberg":
-        return None
-    from .iceberg import IcebergTables
-
-    return IcebergTables.of(job).append
 
 
 class _Reader:
@@ -318,7 +310,7 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: So
     await asyncio.gather(*(process(obj) for obj in objects))
     started = time.perf_counter()
     stats.rows = await asyncio.to_thread(commit_shard, job.output, job.run_date, shard_name(job.run_id, shard_index),
-                                         dict(tables), ledger, iceberg_append(job))
+                                         dict(tables), ledger, format_of(job))
     log.debug("shard %d committed in %.3fs", shard_index, time.perf_counter() - started)
     return stats
 

@@ -2,58 +2,43 @@
 (up to the moment between two moves of one shard), and a retried or re-run shard never adds rows twice.
 
 Layout under the output (a folder, or a bucket prefix; connectors/output.py):
-  <table>/run_date=YYYY-MM-DD/<run_id>-s<NNNNN>.parquet   the tables (Hive partitioned; Parquet format)
+  <table>/...                                              the tables, as their format lays them out (formats/)
   _state/ledger/<run_id>-s<NNNNN>.parquet                  what succeeded, for incremental runs
   _state/ledger/compact-<run_id>.parquet                   many of those folded into one (compact_ledger)
   _staging/<run_id>-s<NNNNN>/                              objects being written, and their COMMIT marker
 
-A shard writes every object into its staging prefix, then a COMMIT marker naming each object's destination,
-then moves them into place, the ledger entry last. A folder moves by rename; a bucket has no rename, so a
-move is a server-side copy then a delete of the staged object, which an interrupted attempt simply repeats
-(a destination is written whole or not at all, and only a staged object that still exists is moved).
-With Iceberg tables a table's "move" is one Iceberg append carrying the shard's id in its snapshot summary;
-an append whose id is already in the table's history is not made again (tasks/iceberg.py).
+A shard writes every table's rows as a Parquet file into its staging prefix, then a COMMIT marker naming
+each file's destination (as the run's table format names it), then lands them, the ledger entry last.
+Parquet tables land by a move: a folder renames; a bucket has no rename, so a move is a server-side copy
+then a delete of the staged object, which an interrupted attempt simply repeats (a destination is written
+whole or not at all, and only a staged object that still exists is moved). Iceberg tables land as one
+append carrying the shard's id, never made twice (tasks/formats/iceberg.py).
 `recover()` at the start of every run finishes committed shards and discards uncommitted ones, so a process
 killed at any point leaves neither half a shard nor temporary objects among the table data. Names are fixed
 per run and shard, so a retried shard replaces its objects instead of adding rows.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
-import duckdb
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imgrec.connectors.output import FolderOutput, Output, local_copies
-from imgrec.schemas.tables import TABLES
+from imgrec.schemas.tables import LEDGER_SCHEMA
 
 from . import failpoints
+from .formats import TableFormat
+from .formats.parquet import ParquetFiles, parquet_bytes
 
 LEDGER = "_state/ledger"
 STAGING = "_staging"
-ICEBERG = "iceberg:"  # a COMMIT marker's destination for an Iceberg append: iceberg:<table>:<run_date>
-
-LEDGER_SCHEMA = pa.schema([
-    pa.field("api", pa.string()), pa.field("params_hash", pa.string()), pa.field("key", pa.string()),
-    pa.field("fingerprint", pa.string()), pa.field("outcome", pa.string()), pa.field("run_id", pa.string()),
-])
 
 
 def shard_name(run_id: str, shard: int) -> str:
     return f"{run_id}-s{shard:05d}"
-
-
-def table_name(table: str, run_date: str, name: str) -> str:
-    return f"{table}/run_date={run_date}/{name}.parquet"
-
-
-def table_file(out: Path, table: str, run_date: str, name: str) -> Path:
-    return out / table_name(table, run_date, name)
 
 
 def ledger_dir(out: Path) -> Path:
@@ -97,41 +82,12 @@ def compact_ledger(out: Output | Path, run_id: str, work: Path | None = None) ->
     return len(names)
 
 
-def write_table(path: Path | io.BytesIO, table: str, rows: list[dict[str, Any]]) -> None:
-    schema = TABLES[table] if table in TABLES else LEDGER_SCHEMA
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, compression="zstd")
-
-
-def parquet_bytes(table: str, rows: list[dict[str, Any]]) -> bytes:
-    buffer = io.BytesIO()
-    write_table(buffer, table, rows)
-    return buffer.getvalue()
-
-
-def ensure_tables(out: Output | Path, run_date: str, run_id: str) -> list[str]:
-    """Give every table at least one file (empty, with the schema), so that a query over a table no run has
-    filled yet (`read_parquet('warehouse/faces/**/*.parquet')` on a night without faces) finds it. Returns
-    the tables that got one."""
-    output = as_output(out)
-    created = []
-    for table in TABLES:
-        if any(name.endswith(".parquet") for name in output.list(table)):
-            continue
-        output.put(table_name(table, run_date, f"{run_id}-empty"), parquet_bytes(table, []))
-        created.append(table)
-    return created
-
-
-# Appends one staged shard file to an Iceberg table: (table, run_date, shard name, Parquet bytes); a no-op
-# when that shard's append is already in the table.
-IcebergAppend = Callable[[str, str, str, bytes], None]
-
-
 def commit_shard(out: Output | Path, run_date: str, name: str, tables: dict[str, list[dict[str, Any]]],
-                 ledger: list[dict[str, Any]], iceberg: IcebergAppend | None = None) -> dict[str, int]:
-    """Write one shard's rows for every table (empty tables write nothing) and its ledger, atomically.
-    With `iceberg`, the tables are appended to Iceberg tables instead of landing as Parquet files."""
+                 ledger: list[dict[str, Any]], table_format: TableFormat | None = None) -> dict[str, int]:
+    """Write one shard's rows for every table (empty tables write nothing) and its ledger, atomically, into
+    the run's `table_format` (default: Parquet files in `out`)."""
     output = as_output(out)
+    table_format = table_format or ParquetFiles(output)
     staging = f"{STAGING}/{name}"
     output.delete_tree(staging)
     moves: list[tuple[str, str]] = []
@@ -143,37 +99,38 @@ def commit_shard(out: Output | Path, run_date: str, name: str, tables: dict[str,
         staged = f"{staging}/{table}.parquet"
         output.put(staged, parquet_bytes(table, rows))
         failpoints.hit("staging")
-        moves.append((staged, f"{ICEBERG}{table}:{run_date}" if iceberg else table_name(table, run_date, name)))
+        moves.append((staged, table_format.destination(table, run_date, name)))
     if ledger:
         staged = f"{staging}/ledger.parquet"
         output.put(staged, parquet_bytes("_ledger", ledger))
         moves.append((staged, f"{LEDGER}/{name}.parquet"))  # last
     output.put(f"{staging}/COMMIT", json.dumps(moves).encode())
-    _apply(output, staging, moves, iceberg)
+    _apply(output, staging, moves, table_format)
     return counts
 
 
-def _apply(output: Output, staging: str, moves: list[tuple[str, str]], iceberg: IcebergAppend | None) -> None:
+def _apply(output: Output, staging: str, moves: list[tuple[str, str]], table_format: TableFormat) -> None:
     name = PurePosixPath(staging).name
     for staged, destination in moves:
         if "/" not in staged:  # a marker written before staged names were full paths
             staged = f"{staging}/{staged}"
-        if destination.startswith(ICEBERG):
-            if iceberg is None:
-                raise RuntimeError(f"shard {name} commits to Iceberg tables: run with table_format iceberg")
-            if output.exists(staged):  # gone: appended and removed by an earlier, interrupted attempt
-                table, _, run_date = destination[len(ICEBERG):].partition(":")
-                iceberg(table, run_date, name, output.get(staged))
-                output.delete([staged])
-                failpoints.hit("commit")
-        elif output.move(staged, destination):  # False: already moved by an earlier, interrupted attempt
+        if destination.startswith(f"{LEDGER}/"):
+            landed = output.move(staged, destination)
+        elif table_format.owns(destination):
+            landed = table_format.land(staged, destination, name)
+        else:
+            raise RuntimeError(f"shard {name} was committed to another table format ({destination}): run with "
+                               f"that table_format, not {table_format.name}")
+        if landed:  # False: landed by an earlier, interrupted attempt
             failpoints.hit("commit")  # between two moves of one shard: the worst moment to die
     output.delete_tree(staging)
 
 
-def recover(out: Output | Path, iceberg: IcebergAppend | None = None) -> dict[str, int]:
-    """Finish shards that committed before a crash; drop those that did not."""
+def recover(out: Output | Path, table_format: TableFormat | None = None) -> dict[str, int]:
+    """Finish shards that committed before a crash (into `table_format`, default Parquet files); drop those
+    that did not."""
     output = as_output(out)
+    table_format = table_format or ParquetFiles(output)
     finished = dropped = 0
     shards: dict[str, list[str]] = {}
     for name in output.list(STAGING):
@@ -192,33 +149,6 @@ def recover(out: Output | Path, iceberg: IcebergAppend | None = None) -> dict[st
             output.delete_tree(staging)
             dropped += 1
         else:
-            _apply(output, staging, [tuple(m) for m in moves], iceberg)
+            _apply(output, staging, [tuple(m) for m in moves], table_format)
             finished += 1
     return {"finished": finished, "dropped": dropped}
-
-
-RUN_TABLE = "run_table"  # what query_run's SQL reads: this run's rows of one table
-
-
-def query_run(job, table: str, sql: str, **params: Any) -> list[tuple]:
-    """`sql` reads this run's rows of `table` as `run_table`; the run id and `params` are bound."""
-    con = duckdb.connect()
-    try:
-        if job.table_format == "iceberg":
-            from .iceberg import IcebergTables
-
-            rows = IcebergTables.of(job).scan(table, run_id=job.run_id, run_date=job.run_date)
-            if rows.num_rows == 0:
-                return []
-            con.register(RUN_TABLE, rows)
-        else:
-            names = [n for n in job.output.list(f"{table}/run_date={job.run_date}")
-                     if PurePosixPath(n).name.startswith((f"{job.run_id}-", f"{job.run_id}."))]
-            if not names:
-                return []
-            # The report asks several questions of one table: its files (final by now) are fetched once.
-            files = local_copies(job.output, names, job.work_dir / "tables", reuse=True)
-            con.read_parquet([str(f) for f in files], hive_partitioning=True).create_view(RUN_TABLE)
-        return con.execute(sql, {"run_id": job.run_id, **params}).fetchall()
-    finally:
-        con.close()

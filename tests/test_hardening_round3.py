@@ -207,7 +207,7 @@ HOSTILE_KEYS = ["a[/b]x.jpg", "[link=https://example.com]lnk[/link].jpg", "osc\x
 
 
 def _warehouse_with(tmp_path, keys) -> Path:
-    from imgrec.tasks.writing import table_file, write_table
+    from imgrec.tasks.formats.parquet import table_file, write_table
 
     out = tmp_path / "wh"
     path = table_file(out, "images", "2026-12-06", "r-s00000")
@@ -237,7 +237,7 @@ def test_the_markdown_report_keeps_keys_as_text(tmp_path):
     from imgrec.tasks.job import Job
     from imgrec.tasks.shard_worker import ShardStats
     from imgrec.tasks.report import markdown, summarize
-    from imgrec.tasks.writing import table_file, write_table
+    from imgrec.tasks.formats.parquet import table_file, write_table
 
     job = Job(run_id="20261206T000000Z-md", flow="catalog-tagging", source="src", out=str(tmp_path),
               apis=["image_tagging"])

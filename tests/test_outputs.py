@@ -107,7 +107,7 @@ def test_iceberg_tables_in_a_bucket_with_two_dask_workers(prefect_api, s3_server
     assert first.returncode == 0, first.stdout.decode()[-3000:] + first.stderr.decode()[-3000:]
     from pyiceberg.catalog.sql import SqlCatalog
 
-    from imgrec.tasks.iceberg import locations
+    from imgrec.tasks.formats.iceberg import locations
 
     uri, location, props = locations(out, catalog)
     tags = SqlCatalog("imgrec", uri=uri, warehouse=location, **props).load_table("imgrec.recapture")
@@ -153,10 +153,10 @@ def test_iceberg_in_a_folder_kill_minus_nine_then_rerun_and_imgrec_sql(prefect_a
 def _append_shards(out: str, catalog: str | None, worker: int, shards: int, barrier) -> None:
     from datetime import datetime, timezone
 
-    from imgrec.tasks.iceberg import IcebergTables
-    from imgrec.tasks.writing import parquet_bytes
+    from imgrec.tasks.formats import open_format
+    from imgrec.tasks.formats.parquet import parquet_bytes
 
-    tables = IcebergTables(out, catalog)
+    tables = open_format("iceberg", out, catalog)
     barrier.wait()
     now = datetime.now(timezone.utc)
     for shard in range(shards):
@@ -170,9 +170,9 @@ def _append_shards(out: str, catalog: str | None, worker: int, shards: int, barr
 def test_two_processes_appending_to_one_iceberg_table_lose_nothing(tmp_path, request, database):
     out = str(tmp_path / "lake")
     catalog = request.getfixturevalue("postgres_url") if database == "postgres" else None
-    from imgrec.tasks.iceberg import IcebergTables
+    from imgrec.tasks.formats import open_format
 
-    IcebergTables(out, catalog).ensure_tables()
+    open_format("iceberg", out, catalog).prepare()
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)
     workers = [context.Process(target=_append_shards, args=(out, catalog, w, 12, barrier)) for w in (1, 2)]
@@ -181,7 +181,7 @@ def test_two_processes_appending_to_one_iceberg_table_lose_nothing(tmp_path, req
     for w in workers:
         w.join(timeout=240)
         assert w.exitcode == 0
-    rows = IcebergTables(out, catalog).scan("images")
+    rows = open_format("iceberg", out, catalog).scan("images")
     keys = rows.column("key").to_pylist()
     assert len(keys) == len(set(keys))  # the shard both appended is in once
     expected = {f"r{w}-s{s:05d}/k{i}" for w in (1, 2) for s in range(12) if s % 4 for i in range(5)}

@@ -14,7 +14,7 @@ from imgrec.tasks.job import Job
 from imgrec.tasks.latency import LatencyHistogram
 from imgrec.tasks.shard_worker import ShardStats
 from imgrec.tasks.report import markdown, render_html, summarize, write_report
-from imgrec.tasks.writing import table_file, write_table
+from imgrec.tasks.formats.parquet import table_file, write_table
 
 
 def _summary(tmp_path):

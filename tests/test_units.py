@@ -17,6 +17,7 @@ from imgrec.schemas import celebrity_recognition, image_tagging, main_object_det
 from imgrec.schemas.errors import ApiError
 from imgrec.settings import Settings
 from imgrec.tasks import writing
+from imgrec.tasks.formats import parquet
 from imgrec.schemas.run import RunParameters
 from imgrec.tasks.job import Job
 from imgrec.tasks.normalize import Context, normalize
@@ -195,7 +196,7 @@ def _ledger(n: int) -> list[dict]:
 def test_a_shard_commits_every_table_or_nothing(tmp_path):
     counts = writing.commit_shard(tmp_path, "2026-11-28", "r1-s00000", _rows(3), _ledger(3))
     assert counts == {"images": 3, "faces": 0}
-    assert pq.read_table(writing.table_file(tmp_path, "images", "2026-11-28", "r1-s00000")).num_rows == 3
+    assert pq.read_table(parquet.table_file(tmp_path, "images", "2026-11-28", "r1-s00000")).num_rows == 3
     assert not (tmp_path / "faces").exists()  # an empty table writes no file
     assert not list((tmp_path / "_staging").iterdir())
     # a retried shard replaces its own files: still 3 rows, not 6
@@ -207,12 +208,12 @@ def test_recovery_finishes_committed_shards_and_drops_the_rest(tmp_path):
     # A shard staged but not committed (the process died before the COMMIT marker): dropped.
     half = tmp_path / "_staging" / "r1-s00001"
     half.mkdir(parents=True)
-    writing.write_table(half / "images.parquet", "images", _rows(2)["images"])
+    parquet.write_table(half / "images.parquet", "images", _rows(2)["images"])
     # A shard committed whose files were not all moved yet: finished.
     done = tmp_path / "_staging" / "r1-s00002"
     done.mkdir()
-    writing.write_table(done / "images.parquet", "images", _rows(4)["images"])
-    writing.write_table(done / "ledger.parquet", "_ledger", _ledger(4))
+    parquet.write_table(done / "images.parquet", "images", _rows(4)["images"])
+    parquet.write_table(done / "ledger.parquet", "_ledger", _ledger(4))
     moves = [["images.parquet", "images/run_date=2026-11-28/r1-s00002.parquet"],
              ["ledger.parquet", "_state/ledger/r1-s00002.parquet"]]
     (done / "COMMIT").write_text(json.dumps(moves))

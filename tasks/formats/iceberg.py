@@ -10,21 +10,24 @@ Each shard commits one append per table, the shard's name in the snapshot summar
 appending, the table's history is checked for that name: a shard finished after a crash, or retried, never
 appends twice. Commits race optimistically (the catalog swaps the metadata pointer only if nobody else did):
 a conflict reloads the table, checks again and retries, so concurrent workers lose nothing.
+
+A shard's staged file is named in its COMMIT marker as `iceberg:<table>:<run_date>` and lands as that append.
 """
 from __future__ import annotations
 
-import functools
 import io
 import os
 import threading
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from imgrec.schemas.run import is_bucket
 from imgrec.connectors.buckets import bucket_address
+from imgrec.connectors.output import Output
+from imgrec.schemas.run import is_bucket
 from imgrec.schemas.tables import TABLES
 
 NAMESPACE = "imgrec"
@@ -54,14 +57,15 @@ def locations(out: str, catalog: str | None) -> tuple[str, str, dict[str, str]]:
 
 
 class IcebergTables:
-    def __init__(self, out: str, catalog: str | None):
-        self.catalog_uri, self.location, self.properties = locations(out, catalog)
+    name = "iceberg"
+    FOLDER = "iceberg"  # data and metadata files, under the output
+    MARK = "iceberg:"  # a COMMIT marker's destination: iceberg:<table>:<run_date>
+
+    def __init__(self, output: Output, catalog: str | None):
+        self.output = output
+        self.catalog_uri, self.location, self.properties = locations(output.uri, catalog)
         self._catalog = None
         self._lock = threading.Lock()
-
-    @classmethod
-    def of(cls, job) -> "IcebergTables":
-        return _tables(job.out, job.iceberg_catalog)
 
     @property
     def catalog(self):
@@ -106,9 +110,26 @@ class IcebergTables:
         except TableAlreadyExistsError:  # another worker created it first
             return self.catalog.load_table(identifier)
 
-    def ensure_tables(self) -> None:
+    def prepare(self) -> None:
         for name in TABLES:
             _retrying(lambda name=name: self.table(name))
+
+    def ensure(self, run_date: str, run_id: str) -> None:
+        self.prepare()
+
+    def destination(self, table: str, run_date: str, shard: str) -> str:
+        return f"{self.MARK}{table}:{run_date}"
+
+    def owns(self, destination: str) -> bool:
+        return destination.startswith(self.MARK)
+
+    def land(self, staged: str, destination: str, shard: str) -> bool:
+        if not self.output.exists(staged):  # gone: appended and removed by an earlier, interrupted attempt
+            return False
+        table, _, run_date = destination[len(self.MARK):].partition(":")
+        self.append(table, run_date, shard, self.output.get(staged))
+        self.output.delete([staged])
+        return True
 
     def append(self, table: str, run_date: str, shard: str, data: bytes) -> None:
         """Append one staged shard file, unless this shard's append is already in the table's history."""
@@ -141,10 +162,22 @@ class IcebergTables:
         fields = tuple(columns) if columns else ("*",)
         return self.table(table).scan(row_filter=where, selected_fields=fields).to_arrow()
 
+    def run_view(self, con, view: str, table: str, run_id: str, run_date: str, work: Path) -> bool:
+        rows = self.scan(table, run_id=run_id, run_date=run_date)
+        if rows.num_rows == 0:
+            return False
+        con.register(view, rows)
+        return True
 
-@functools.lru_cache(maxsize=8)
-def _tables(out: str, catalog: str | None) -> IcebergTables:
-    return IcebergTables(out, catalog)
+    def catalog_view(self, con, table: str) -> bool:
+        """A copy of the table's current snapshot: DuckDB's iceberg extension is a download."""
+        con.register("_rows", self.scan(table))
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM _rows")
+        con.unregister("_rows")
+        return True
+
+    def damaged(self) -> list[str]:
+        return []  # the catalog tracks every data file; a torn one fails its scan with pyiceberg's error
 
 
 def _retrying(action):
