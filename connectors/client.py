@@ -52,7 +52,7 @@ class RetryPolicy:
 
     def wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
+        retry_after = exc.error.retry_after if isinstance(exc, _Retryable) else None
         backoff = min(self.max_delay, self.base_delay * 2 ** (state.attempt_number - 1))
         delay = random.uniform(0, backoff)  # full jitter: many workers do not retry in lockstep
         if retry_after is not None:
@@ -63,16 +63,15 @@ class RetryPolicy:
 class _Retryable(Exception):
     """Internal wrapper so tenacity can see the Retry-After hint."""
 
-    def __init__(self, error: ApiError, retry_after: float | None = None):
+    def __init__(self, error: ApiError):
         super().__init__(str(error))
         self.error = error
-        self.retry_after = retry_after
 
 
 def _transport_error(exc: Exception) -> ApiError:
-    kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection"
-    return ApiError(code=f"NET.{kind.upper()}", status=0, message=f"{kind} error: {type(exc).__name__}",
-                    retryable=True)
+    code, kind = ("NET.TIMEOUT", "timeout") if isinstance(exc, httpx.TimeoutException) else ("NET.CONNECTION",
+                                                                                             "connection")
+    return ApiError(code=code, status=0, message=f"{kind} error: {type(exc).__name__}", retryable=True)
 
 
 class ApiClient:
@@ -162,7 +161,7 @@ class ApiClient:
                     await self._token.token(force_refresh=True)
                     raise _Retryable(err) from None
                 if err.retryable:
-                    raise _Retryable(err, getattr(err, "retry_after", None)) from None
+                    raise _Retryable(err) from None
                 raise
             if watch is not None:
                 watch.success()
@@ -248,11 +247,8 @@ class ApiClient:
             return err
         else:
             code, message = str(status), resp.text[:200]
-        err = ApiError(code=code, status=status, message=message, request_id=request_id)
-        retry_after = resp.headers.get("Retry-After")
-        if retry_after:
-            try:
-                err.retry_after = float(retry_after)  # type: ignore[attr-defined]
-            except ValueError:
-                pass
-        return err
+        try:
+            retry_after = float(resp.headers["Retry-After"]) if resp.headers.get("Retry-After") else None
+        except ValueError:
+            retry_after = None  # an HTTP date: the backoff's own delay
+        return ApiError(code=code, status=status, message=message, request_id=request_id, retry_after=retry_after)

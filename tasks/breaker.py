@@ -20,23 +20,23 @@ from __future__ import annotations
 import threading
 import time
 
+from imgrec.schemas import errors
 from imgrec.schemas.errors import ApiError
 
 REFUSED_IN_A_ROW = 5
 UNREACHABLE_S = 15.0  # a service restarting under load takes several seconds to listen again
 UNREACHABLE_CALLS = 5
-# Errors no retry changes: credentials, the project, an engine that is not there, a host not allowed.
-REFUSING_CODES = frozenset({"APIG.0301", "AIP.0003", "AIS.0002", "AIS.0004", "AIS.0007"})
-NOT_LISTENING = frozenset({"NET.CONNECTION", "IAM.NETWORK"})
 
 
 def refusing(err: ApiError, url_mode: bool = False) -> bool:
-    # In url mode every URL names the source's own host: AIS.0022 then says the service does not allow it.
-    return err.status in (401, 403) or err.code in REFUSING_CODES or (url_mode and err.code == "AIS.0022")
+    """No retry changes it (credentials, the project, an API not enabled). In url mode every URL names the
+    source's own host: AIS.0022 then says the service does not allow it."""
+    return err.kind == errors.PERMANENT or (url_mode and err.code == "AIS.0022")
 
 
 def unreachable(err: ApiError) -> bool:
-    return err.code.startswith("NET.") or err.status == 429 or err.status >= 500 or err.code == "APIG.0308"
+    """The endpoint does not answer, or answers that it cannot now."""
+    return err.kind in (errors.TRANSIENT, errors.UNREACHABLE) or err.status == 429 or err.status >= 500
 
 
 class CircuitBreaker:
@@ -75,7 +75,7 @@ class CircuitBreaker:
             if self.opened_by is not None:
                 return
             now = time.monotonic()
-            if refusing(err, self.url_mode) or (not self.succeeded and err.code in NOT_LISTENING):
+            if refusing(err, self.url_mode) or (not self.succeeded and err.kind == errors.UNREACHABLE):
                 self._refused += 1
                 if self._refused >= self.refused_in_a_row:
                     self._trip(err, f"{self._refused} calls in a row were refused")

@@ -23,6 +23,7 @@ from imgrec import schemas
 from imgrec.connectors.backend import RecognitionBackend
 from imgrec.connectors.source import Source
 from imgrec.schemas.common import ANY_IMAGE, ImageInfo, check_image_info, inspect_image
+from imgrec.schemas import errors
 from imgrec.schemas.errors import ApiError
 
 from . import failpoints, progress
@@ -34,14 +35,6 @@ from .formats import format_of
 from .writing import commit_shard, shard_name
 
 log = logging.getLogger("imgrec.tasks.shard_worker")
-# Errors that describe the input itself: the same bytes will fail the same way, so the image is `invalid`
-# for that API and not retried by the next incremental run (it is, once it changes).
-# AIS.0201 counts when it is not retryable: a listed entry that is no readable file (a dangling link...).
-INPUT_ERRORS = frozenset({"AIS.0015", "AIS.0020", "AIS.0021", "AIS.0023", "AIS.0025", "AIS.0201", "AIS.0204",
-                          "AIS.0205", "AIS.0502", "AIS.0503", "AIS.0504", "IMGREC.NAME_TOO_LONG"})
-# Of those, the refusals that are one API's limits (its formats, sides, sizes), not a fault of the image:
-# a WEBP photo that recapture does not take is still a good photo when the other APIs answered it.
-API_LIMITS = frozenset({"AIS.0020", "AIS.0023", "AIS.0502", "AIS.0504"})
 HEAD_BYTES = 256 * 1024  # enough of a file for its format and dimensions (url mode reads only this)
 
 
@@ -57,9 +50,11 @@ def image_status(outcomes: list[str]) -> str:
 
 
 def refuses_input(err: ApiError) -> bool:
-    """The input was refused (status `invalid`, ledger `rejected`); anything else is a failure (`failed`,
-    retried next run), wherever it happened: before the call, in the backend or on the wire."""
-    return not err.retryable and err.code in INPUT_ERRORS
+    """The input was refused (its kind INPUT or LIMIT, schemas/errors.py: ledger `rejected`, not retried by
+    the next incremental run until the image changes); anything else is a failure (`failed`, retried next
+    run), wherever it happened: before the call, in the backend or on the wire. A refusal marked retryable
+    (a source entry that may be readable next time) is a failure."""
+    return not err.retryable and err.kind in (errors.INPUT, errors.LIMIT)
 
 
 @dataclass
@@ -244,7 +239,7 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: So
                 def refused(err: ApiError) -> None:
                     tables["errors"].append(error_row(obj, api, err))
                     if refuses_input(err):
-                        outcomes.append("limit" if err.code in API_LIMITS else "invalid")
+                        outcomes.append("limit" if err.kind == errors.LIMIT else "invalid")
                         ledger.append(_ledger_row(job, api, hashes[api], obj, "rejected"))
                     else:
                         outcomes.append("failed")
@@ -288,8 +283,7 @@ async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: So
                 except Exception as exc:  # e.g. storing an image-out result failed: this image, not the shard
                     if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
                         # the same key will never fit: an input problem of this image, not retried every night
-                        refused(ApiError(code="IMGREC.NAME_TOO_LONG", status=0, retryable=False, message=(
-                            "the key is too long for the output's file system: its result could not be stored")))
+                        refused(ApiError.of("IMGREC.NAME_TOO_LONG"))
                         continue
                     log.warning("normalizing %s of %s failed: %s", api, obj["key"], type(exc).__name__)
                     refused(ApiError(code="IMGREC.NORMALIZE", status=0, retryable=False,

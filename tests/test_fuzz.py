@@ -67,7 +67,7 @@ def _check(response) -> None:
     assert response.status_code < 500, (response.status_code, response.text[:300])
     if response.status_code >= 300:
         body = response.json()
-        assert body["error_code"] in CATALOGUE and body["error_msg"] == CATALOGUE[body["error_code"]][1]
+        assert body["error_code"] in CATALOGUE and body["error_msg"] == CATALOGUE[body["error_code"]].message
 
 
 SPECS = list(schemas.SPECS.values())

@@ -286,7 +286,7 @@ def test_analysis_passes_are_shared_within_one_project_only(tmp_path):
     from tests.helpers import OTHER_AK, OTHER_SK, free_port, write_config
 
     app = create_app(Settings.load(write_config(tmp_path)))
-    analyser = app.app.state.service.recognizer.registry.analyser
+    analyser = app.state.service.recognizer.registry.analyser
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

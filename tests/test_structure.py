@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import tomllib
 from pathlib import Path
 
@@ -150,3 +151,22 @@ def test_every_package_is_installed():
             found.add(".".join([package, *rel]))
     assert found <= listed  # (listed beyond these: data-only folders such as engines/weights)
     assert {k: v for k, v in config["package-dir"].items()} == {v: k for k, v in FOLDERS.items()}
+
+
+CODE = re.compile(r"(AIS|APIG|AIP|IAM|NET|CLIENT|IMGREC)\.[A-Z0-9_]+")
+
+
+def test_every_error_code_is_in_the_catalogue():
+    """A code the project answers or records has its status, message and kind in one place."""
+    from imgrec.schemas.errors import CATALOGUE, KINDS
+
+    assert all(entry.kind in KINDS and entry.message for entry in CATALOGUE.values())
+    found = {}
+    for folder in FOLDERS:
+        for path, _, _ in _modules(folder):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and CODE.fullmatch(node.value):
+                    found.setdefault(node.value, path.name)
+    assert len(found) > 30
+    missing = {code: where for code, where in found.items() if code not in CATALOGUE}
+    assert not missing, f"codes outside schemas/errors.py CATALOGUE: {missing}"

@@ -254,3 +254,18 @@ def test_a_sources_prefix_is_a_folder_for_s3_and_obs_alike(base, prefix, joined)
     from imgrec.connectors.source import join_prefix
 
     assert join_prefix(base, prefix) == joined  # BucketSource lists s3:// and obs:// sources with this prefix
+
+
+@pytest.mark.parametrize("code,status,kind,retryable,opens_breaker", [
+    ("AIS.0503", 400, "input", False, False), ("AIS.0502", 400, "limit", False, False),
+    ("APIG.0301", 401, "permanent", False, True), ("AIS.0007", 400, "permanent", False, True),
+    ("APIG.0308", 429, "transient", True, False), ("NET.CONNECTION", 0, "unreachable", True, False),
+    ("AIS.0505", 400, "failed", False, False),
+    ("X.FOREIGN", 403, "permanent", False, True), ("X.FOREIGN", 503, "transient", True, False),
+    ("X.FOREIGN", 400, "failed", False, False)])
+def test_an_errors_kind_decides_retries_and_the_breaker(code, status, kind, retryable, opens_breaker):
+    from imgrec.tasks.breaker import refusing
+
+    err = ApiError(code=code, status=status)
+    assert (err.kind, err.retryable, refusing(err)) == (kind, retryable, opens_breaker)
+    assert ApiError(code="APIG.0308", status=429, retry_after=3.0).retry_after == 3.0  # carried, not patched on

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -48,8 +49,10 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-class RequestIdMiddleware:
-    """Pure ASGI (no BaseHTTPMiddleware overhead): assigns the id and stamps it on the response."""
+class RequestMiddleware:
+    """Pure ASGI (no BaseHTTPMiddleware overhead): assigns the request id and stamps it on the response; for
+    an API's request (its handler names the API in the request's state), observes status, error code and
+    latency for /metrics."""
 
     def __init__(self, app):
         self.app = app
@@ -58,20 +61,28 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         observability.request_id_var.set(request_id)
+        started, status = time.perf_counter(), 500
 
         async def send_with_id(message):
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if "api" in state:
+                observability.observe(state["api"], status, state.get("error_code"), time.perf_counter() - started)
 
 
 def error_response(err: ApiError, request: Request | None = None) -> JSONResponse:
     request_id = request.state.request_id if request is not None else ""
-    if err.code.startswith("AIP.05") or err.status >= 500:
+    if err.status >= 500:
         log.error("request %s failed: %s", request_id, err)
     else:
         log.info("request %s refused: %s", request_id, err)
@@ -266,29 +277,21 @@ class ImageRecognitionService:
         return None
 
     async def tokens(self, request: Request) -> Response:
-        try:
-            raw = await read_body(request, 1024 * 1024)
-            body = await off_loop(raw, parse_json, raw)
-            token, payload = self.auth.issue_token(body, request.client.host if request.client else "")
-        except ApiError as err:
-            return error_response(err, request)
+        raw = await read_body(request, 1024 * 1024)
+        body = await off_loop(raw, parse_json, raw)
+        token, payload = self.auth.issue_token(body, request.client.host if request.client else "")
         return JSONResponse(payload, status_code=201, headers={"X-Subject-Token": token})
 
-    def _private(self, request: Request) -> Response | None:
+    def _private(self, request: Request) -> None:
         """With `[service] public_metrics = false`, /metrics and /ready want a token or a signature."""
         if self.settings.service.public_metrics:
-            return None
+            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]}
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
-        try:
-            self.auth.authenticate("GET", raw_path, list(request.query_params.multi_items()), headers, b"")
-        except ApiError as err:
-            return error_response(err, request)
-        return None
+        self.auth.authenticate("GET", raw_path, list(request.query_params.multi_items()), headers, b"")
 
     async def metrics(self, request: Request) -> Response:
-        if (refused := self._private(request)) is not None:
-            return refused
+        self._private(request)
         body, content_type = observability.render()
         return Response(body, media_type=content_type)
 
@@ -297,8 +300,7 @@ class ImageRecognitionService:
 
     async def ready(self, request: Request) -> Response:
         """Per engine: enabled (configured on), and the problem that keeps it from working, if any."""
-        if (refused := self._private(request)) is not None:
-            return refused
+        self._private(request)
         registry = self.recognizer.registry
         problems = registry.problems()
         engines = {name: {"enabled": registry.enabled(name), "problem": problems.get(name)}
@@ -308,27 +310,18 @@ class ImageRecognitionService:
 
     def _handler(self, spec: ApiSpec):
         async def handle(request: Request) -> Response:
-            started = time.perf_counter()
-            code = None
+            request.state.api = spec.name  # observed by RequestMiddleware
             try:
                 if self.faults is not None:
                     injected = await self._inject(request)
                     if injected is not None:
                         return injected
-                response = await self._handle(spec, request)
-            except ApiError as err:
-                code = err.code
-                response = error_response(err, request)
-            except ClientDisconnect:  # the client gave up (its timeout) while sending: not a server failure
-                log.info("request %s: client disconnected", request.state.request_id)
-                code = "CLIENT.DISCONNECT"
-                response = Response(status_code=499)  # nginx's "client closed request"; nobody receives it
+                return await self._handle(spec, request)
+            except (ApiError, ClientDisconnect):
+                raise  # answered by the app's exception handlers
             except Exception:
                 log.exception("request %s: unexpected failure", request.state.request_id)
-                code = "AIP.0500"
-                response = error_response(ApiError.of(code), request)
-            observability.observe(spec.name, response.status_code, code, time.perf_counter() - started)
-            return response
+                raise ApiError.of("AIP.0500") from None
 
         handle.__name__ = spec.name
         return handle
@@ -391,6 +384,19 @@ async def _inject_reset(send) -> None:
     await send({"type": "http.response.body", "body": b'{"result": ', "more_body": True})
 
 
+async def api_error(request: Request, err: ApiError) -> Response:
+    """Every route's ApiError, answered as the reference does."""
+    request.state.error_code = err.code
+    return error_response(err, request)
+
+
+async def client_disconnect(request: Request, exc: ClientDisconnect) -> Response:
+    """The client gave up (its timeout) while sending: not a server failure."""
+    log.info("request %s: client disconnected", request.state.request_id)
+    request.state.error_code = "CLIENT.DISCONNECT"
+    return Response(status_code=499)  # nginx's "client closed request"; nobody receives it
+
+
 async def not_found(request: Request, exc: Exception) -> Response:
     return error_response(ApiError.of("APIG.0101", request.url.path), request)
 
@@ -409,7 +415,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         yield
         service.recognizer.close()
 
-    app = Starlette(routes=service.routes(), exception_handlers={404: not_found, 405: method_not_allowed},
-                    lifespan=lifespan)
+    app = Starlette(routes=service.routes(), middleware=[Middleware(RequestMiddleware)], lifespan=lifespan,
+                    exception_handlers={ApiError: api_error, ClientDisconnect: client_disconnect, 404: not_found,
+                                        405: method_not_allowed})
     app.state.service = service
-    return RequestIdMiddleware(app)  # type: ignore[return-value]
+    return app
