@@ -1,4 +1,4 @@
-"""Recognize one shard: read each object, pre-validate it per API, call the backend, normalize, commit.
+"""The shard worker: each object of a shard read, pre-validated per API, called, recorded; then one commit.
 
 Inside a shard, asyncio runs `concurrency` objects at once (bounded memory: at most that many images are
 held); the backend's limiter keeps the request rate; the client retries transient failures. Every object
@@ -7,6 +7,7 @@ ends as one `images` row, plus result rows or `errors` rows for each API it need
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import io
 import logging
@@ -20,18 +21,18 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from imgrec import schemas
-from imgrec.connectors.backend import RecognitionBackend
+from imgrec.connectors.backend import CallResult, RecognitionBackend
 from imgrec.connectors.source import Source
-from imgrec.schemas.common import ANY_IMAGE, ImageInfo, check_image_info, inspect_image
 from imgrec.schemas import errors
+from imgrec.schemas.common import ANY_IMAGE, ImageInfo, check_image_info, inspect_image
 from imgrec.schemas.errors import ApiError
 
 from . import failpoints, progress
 from .breaker import breaker_for
+from .formats import format_of
 from .job import Job
 from .latency import LatencyHistogram
 from .normalize import Context, normalize
-from .formats import format_of
 from .writing import commit_shard, shard_name
 
 log = logging.getLogger("imgrec.tasks.shard_worker")
@@ -100,13 +101,6 @@ def output_name(api: str, key: str, fmt: str) -> str:
     return str(PurePosixPath("enhanced_images", api, path.parent, f"{stem}-{digest}{suffix}"))
 
 
-def _output_writer(job: Job):
-    def write(api: str, key: str, data: bytes, fmt: str) -> str:
-        return job.output.put(output_name(api, key, fmt), data)
-
-    return write
-
-
 class _Reader:
     """Reads a shard's objects for its workers, `storage.read_batch` objects per thread hop.
 
@@ -162,151 +156,192 @@ class _Reader:
         return outcomes
 
 
-async def recognize_shard(shard_index: int, manifest: str, job: Job, storage: Source,
-                          backend: RecognitionBackend) -> ShardStats:
-    objects = pq.read_table(io.BytesIO(job.output.get(manifest))).to_pylist()
-    stats = ShardStats(shard=shard_index, objects=len(objects))
-    tables: dict[str, list[dict]] = defaultdict(list)
-    ledger: list[dict] = []
-    semaphore = asyncio.Semaphore(max(1, job.concurrency))
-    params = {api: job.resolved_params(api) for api in job.apis}
-    hashes = {api: job.params_hash(api) for api in job.apis}
-    writer = _output_writer(job)
-    # Inline, an image is read only when some pending API could take its listed size, and never more than the
-    # largest such size plus one byte: a 3 GiB file is refused from the listing, not after reading it.
-    raw_limit = max(schemas.spec(api).image.max_raw_bytes for api in job.apis)
+@dataclass
+class _Read:
+    """What the read step learnt of one object: its bytes (inline), its header, or why it cannot be sent."""
+    data: bytes | None = None
+    info: ImageInfo | None = None
+    error: ApiError | None = None
 
-    def readable(o: dict) -> bool:
-        if not o["pending"] or o.get("problem"):
+
+class ShardWorker:
+    """One shard's objects, each through named steps: read -> pre-validate -> call -> record; then one commit.
+
+    Objects run concurrently (`job.concurrency` at once); every pending API of an object ends as a result
+    row and a ledger entry, or an error row, and the object as one `images` row whatever happened.
+    """
+
+    def __init__(self, shard_index: int, objects: list[dict], job: Job, source: Source,
+                 backend: RecognitionBackend):
+        self.job, self.source, self.backend, self.objects = job, source, backend, objects
+        self.stats = ShardStats(shard=shard_index, objects=len(objects))
+        self.tables: dict[str, list[dict]] = defaultdict(list)
+        self.ledger: list[dict] = []
+        self.params = {api: job.resolved_params(api) for api in job.apis}
+        self.hashes = {api: job.params_hash(api) for api in job.apis}
+        self.breaker = breaker_for(job.run_id, url_mode=job.mode == "url")
+        self._slots = asyncio.Semaphore(max(1, job.concurrency))
+        # Inline, an image is read only when some pending API could take its listed size, and never more than
+        # the largest such size plus one byte: a 3 GiB file is refused from the listing, not after reading it.
+        self.raw_limit = max(schemas.spec(api).image.max_raw_bytes for api in job.apis)
+        self._reader = _Reader(source, [o["key"] for o in objects if self._to_read(o)],
+                               head_only=job.mode != "inline", limit=self.raw_limit)
+
+    def _to_read(self, obj: dict) -> bool:
+        if not obj["pending"] or obj.get("problem"):
             return False
-        return o["size"] <= raw_limit if job.mode == "inline" else bool(o["size"])
+        return obj["size"] <= self.raw_limit if self.job.mode == "inline" else bool(obj["size"])
 
-    reader = _Reader(storage, [o["key"] for o in objects if readable(o)], head_only=job.mode != "inline",
-                     limit=raw_limit)
-    now = lambda: datetime.now(timezone.utc)  # noqa: E731
-    breaker = breaker_for(job.run_id, url_mode=job.mode == "url")
+    async def run(self) -> ShardStats:
+        await asyncio.gather(*(self.process(obj) for obj in self.objects))
+        started = time.perf_counter()
+        self.stats.rows = await asyncio.to_thread(
+            commit_shard, self.job.output, self.job.run_date, shard_name(self.job.run_id, self.stats.shard),
+            dict(self.tables), self.ledger, format_of(self.job))
+        log.debug("shard %d committed in %.3fs", self.stats.shard, time.perf_counter() - started)
+        return self.stats
 
-    def error_row(obj, api, err: ApiError) -> dict:
-        stats.error_codes[err.code] += 1
-        return {"run_id": job.run_id, "source": storage.uri, "key": obj["key"], "api": api,
-                "http_status": err.status or None, "error_code": err.code, "error_msg": err.message,
-                "attempts": err.attempts, "retryable": bool(err.retryable), "request_id": err.request_id or None,
-                "last_attempt_at": now()}
-
-    async def process(obj: dict) -> None:
-        pending: list[str] = list(obj["pending"])
-        image_row = {"run_id": job.run_id, "source": storage.uri, "key": obj["key"], "etag": obj["etag"],
+    async def process(self, obj: dict) -> None:
+        image_row = {"run_id": self.job.run_id, "source": self.source.uri, "key": obj["key"], "etag": obj["etag"],
                      "size": obj["size"], "last_modified": obj["last_modified"], "width": None, "height": None,
-                     "format": None, "status": "skipped", "apis": pending, "processed_at": now()}
-        if not pending:
-            tables["images"].append(image_row)
-            stats.status["skipped"] += 1
-            progress.advance()
+                     "format": None, "status": "skipped", "apis": list(obj["pending"]), "processed_at": _now()}
+        if not obj["pending"]:
+            self._finish(image_row, "skipped")
             return
-        async with semaphore:
-            data: bytes | None = None
-            info: ImageInfo | None = None
-            try:
-                if breaker.opened_by is not None:
-                    raise breaker.refusal()  # the run cannot succeed: do not even read the image
-                if obj.get("problem"):  # listed, but no readable file: recorded, never opened
-                    raise ApiError(code="AIS.0201", status=0, message=obj["problem"], attempts=0,
-                                   retryable=bool(obj.get("problem_retryable")))
-                if job.mode == "inline" and obj["size"] > raw_limit:
-                    raise ApiError.of("AIS.0020", f"{obj['size']} bytes listed")  # not read at all
-                if job.mode == "inline":
-                    data = head = await _within(reader.read(obj["key"]))
-                elif obj["size"] == 0:
-                    head = b""  # a ranged GET of an empty object is an error on some servers
-                else:
-                    head = await _within(reader.read(obj["key"]))
-                info = inspect_image(head, ANY_IMAGE)
-            except ApiError as err:
-                info = None
-                read_error = err
-            except Exception as exc:  # storage failures: the object could not be read this time
-                log.warning("reading %s failed: %s", obj["key"], type(exc).__name__)
-                read_error = ApiError(code="AIS.0201", status=0, message=f"read failed: {type(exc).__name__}",
-                                      retryable=True, attempts=1)
-            else:
-                read_error = None
-            if info is not None:
-                image_row.update(width=info.width, height=info.height, format=info.format)
-            outcomes = []
-            for api in pending:
-                spec = schemas.spec(api)
-
-                def refused(err: ApiError) -> None:
-                    tables["errors"].append(error_row(obj, api, err))
-                    if refuses_input(err):
-                        outcomes.append("limit" if err.kind == errors.LIMIT else "invalid")
-                        ledger.append(_ledger_row(job, api, hashes[api], obj, "rejected"))
-                    else:
-                        outcomes.append("failed")
-
-                try:
-                    if read_error is not None:
-                        raise read_error
-                    if breaker.opened_by is not None:
-                        raise breaker.refusal()
-                    if data is not None:  # inline: check everything before spending a call
-                        check_image_info(info, len(data), spec.image)
-                    elif obj["size"] > spec.max_url_bytes:
-                        raise ApiError.of("AIS.0023")
-                    else:  # url mode: the service fetches the bytes; format and sides still checked here
-                        check_image_info(info, 0, spec.image)
-                except ApiError as err:
-                    err.attempts = 0  # refused before any call
-                    refused(err)
-                    continue
-                try:
-                    if data is not None:
-                        result = await backend.call(api, image=data, image_info=info, watch=breaker,
-                                                    **params[api])
-                    else:
-                        result = await backend.call(api, url=storage.url_for(obj["key"]), watch=breaker,
-                                                    **params[api])
-                except ApiError as err:
-                    stats.calls += max(1, err.attempts)
-                    stats.retries += max(0, err.attempts - 1)
-                    stats.call_errors += 1
-                    refused(err)  # the backend told the breaker about each attempt
-                    continue
-                stats.calls += result.attempts
-                stats.retries += result.attempts - 1
-                stats.rate_wait_s += result.rate_wait_s
-                stats.latency.add(result.latency_s * 1000)
-                ctx = Context(job.run_id, storage.uri, obj["key"], api, info.width if info else 0,
-                              info.height if info else 0, params[api], writer)
-                try:
-                    rows = normalize(spec, result.response, ctx)
-                except Exception as exc:  # e.g. storing an image-out result failed: this image, not the shard
-                    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
-                        # the same key will never fit: an input problem of this image, not retried every night
-                        refused(ApiError.of("IMGREC.NAME_TOO_LONG"))
-                        continue
-                    log.warning("normalizing %s of %s failed: %s", api, obj["key"], type(exc).__name__)
-                    refused(ApiError(code="IMGREC.NORMALIZE", status=0, retryable=False,
-                                     message=f"the result could not be stored: {type(exc).__name__}"))
-                    continue
-                for table, table_rows in rows.items():
-                    tables[table].extend(table_rows)
-                ledger.append(_ledger_row(job, api, hashes[api], obj, "ok"))
-                outcomes.append("ok")
-            status = image_status(outcomes)
-            image_row["status"] = status
-            image_row["processed_at"] = now()
-            stats.status[status] += 1
-            tables["images"].append(image_row)
-            progress.advance(failed=status == "failed")
+        async with self._slots:
+            read = await self.read(obj)
+            if read.info is not None:
+                image_row.update(width=read.info.width, height=read.info.height, format=read.info.format)
+            outcomes = [await self.recognize(obj, api, read) for api in obj["pending"]]
+            self._finish(image_row, image_status(outcomes))
             failpoints.hit("object")
 
-    await asyncio.gather(*(process(obj) for obj in objects))
-    started = time.perf_counter()
-    stats.rows = await asyncio.to_thread(commit_shard, job.output, job.run_date, shard_name(job.run_id, shard_index),
-                                         dict(tables), ledger, format_of(job))
-    log.debug("shard %d committed in %.3fs", shard_index, time.perf_counter() - started)
-    return stats
+    # ---------------------------------------------------------------------------------------------- steps
+    async def read(self, obj: dict) -> _Read:
+        """The object's bytes (inline) or its head (url mode: the service fetches the rest), and its header."""
+        try:
+            if self.breaker.open:
+                raise self.breaker.refusal()  # the run cannot succeed: do not even read the image
+            if obj.get("problem"):  # listed, but no readable file: recorded, never opened
+                raise ApiError(code="AIS.0201", status=0, message=obj["problem"], attempts=0,
+                               retryable=bool(obj.get("problem_retryable")))
+            inline = self.job.mode == "inline"
+            if inline and obj["size"] > self.raw_limit:
+                raise ApiError.of("AIS.0020", f"{obj['size']} bytes listed")  # not read at all
+            # a ranged GET of an empty object is an error on some servers
+            head = b"" if not inline and obj["size"] == 0 else await _within(self._reader.read(obj["key"]))
+            return _Read(data=head if inline else None, info=inspect_image(head, ANY_IMAGE))
+        except ApiError as err:
+            return _Read(error=err)
+        except Exception as exc:  # storage failures: the object could not be read this time
+            log.warning("reading %s failed: %s", obj["key"], type(exc).__name__)
+            return _Read(error=ApiError(code="AIS.0201", status=0, message=f"read failed: {type(exc).__name__}",
+                                        retryable=True))
+
+    def pre_validate(self, obj: dict, api: str, read: _Read) -> None:
+        """Everything the API would refuse, checked before a call is spent on it."""
+        spec = schemas.spec(api)
+        if read.error is not None:
+            raise read.error
+        if self.breaker.open:
+            raise self.breaker.refusal()
+        if read.data is not None:  # inline
+            check_image_info(read.info, len(read.data), spec.image)
+        elif obj["size"] > spec.max_url_bytes:
+            raise ApiError.of("AIS.0023")
+        else:  # url mode: the service fetches the bytes; format and sides still checked here
+            check_image_info(read.info, 0, spec.image)
+
+    async def call(self, obj: dict, api: str, read: _Read) -> CallResult:
+        """One call through the backend, which reports each attempt to the run's breaker."""
+        where = {"image": read.data, "image_info": read.info} if read.data is not None else {
+            "url": self.source.url_for(obj["key"])}
+        try:
+            result = await self.backend.call(api, watch=self.breaker, **where, **self.params[api])
+        except ApiError as err:
+            self.stats.calls += max(1, err.attempts)
+            self.stats.retries += max(0, err.attempts - 1)
+            self.stats.call_errors += 1
+            raise
+        self.stats.calls += result.attempts
+        self.stats.retries += result.attempts - 1
+        self.stats.rate_wait_s += result.rate_wait_s
+        self.stats.latency.add(result.latency_s * 1000)
+        return result
+
+    def record(self, obj: dict, api: str, read: _Read, result: CallResult) -> str:
+        """The answer's rows in their tables and the ledger's entry; an answer that cannot be stored is this
+        image's error, not the shard's."""
+        ctx = Context(self.job.run_id, self.source.uri, obj["key"], api, read.info.width if read.info else 0,
+                      read.info.height if read.info else 0, self.params[api], self._write_output)
+        try:
+            rows = normalize(schemas.spec(api), result.response, ctx)
+        except OSError as exc:
+            if exc.errno != errno.ENAMETOOLONG:
+                return self._not_stored(obj, api, exc)
+            # the same key will never fit: an input problem of this image, not retried every night
+            return self.refuse(obj, api, ApiError.of("IMGREC.NAME_TOO_LONG"))
+        except Exception as exc:  # noqa: BLE001
+            return self._not_stored(obj, api, exc)
+        for table, table_rows in rows.items():
+            self.tables[table].extend(table_rows)
+        self.ledger.append(self._ledger_row(api, obj, "ok"))
+        return "ok"
+
+    def refuse(self, obj: dict, api: str, err: ApiError) -> str:
+        """An error row; a refused input also a ledger entry (not retried until the image changes)."""
+        self.stats.error_codes[err.code] += 1
+        self.tables["errors"].append({
+            "run_id": self.job.run_id, "source": self.source.uri, "key": obj["key"], "api": api,
+            "http_status": err.status or None, "error_code": err.code, "error_msg": err.message,
+            "attempts": err.attempts, "retryable": bool(err.retryable), "request_id": err.request_id or None,
+            "last_attempt_at": _now()})
+        if not refuses_input(err):
+            return "failed"
+        self.ledger.append(self._ledger_row(api, obj, "rejected"))
+        return "limit" if err.kind == errors.LIMIT else "invalid"
+
+    async def recognize(self, obj: dict, api: str, read: _Read) -> str:
+        """One API of one object through the steps; its outcome: ok, invalid, limit or failed."""
+        try:
+            self.pre_validate(obj, api, read)
+        except ApiError as err:
+            return self.refuse(obj, api, dataclasses.replace(err, attempts=0))  # refused before any call
+        try:
+            result = await self.call(obj, api, read)
+        except ApiError as err:
+            return self.refuse(obj, api, err)
+        return self.record(obj, api, read, result)
+
+    # ---------------------------------------------------------------------------------------------- helpers
+    def _not_stored(self, obj: dict, api: str, exc: Exception) -> str:
+        log.warning("normalizing %s of %s failed: %s", api, obj["key"], type(exc).__name__)
+        return self.refuse(obj, api, ApiError(code="IMGREC.NORMALIZE", status=0, retryable=False,
+                                              message=f"the result could not be stored: {type(exc).__name__}"))
+
+    def _write_output(self, api: str, key: str, data: bytes, fmt: str) -> str:
+        return self.job.output.put(output_name(api, key, fmt), data)
+
+    def _ledger_row(self, api: str, obj: dict, outcome: str) -> dict:
+        return {"api": api, "params_hash": self.hashes[api], "key": obj["key"], "fingerprint": obj["fingerprint"],
+                "outcome": outcome, "run_id": self.job.run_id}
+
+    def _finish(self, image_row: dict, status: str) -> None:
+        image_row.update(status=status, processed_at=_now())
+        self.stats.status[status] += 1
+        self.tables["images"].append(image_row)
+        progress.advance(failed=status == "failed")
+
+
+async def recognize_shard(shard_index: int, manifest: str, job: Job, source: Source,
+                          backend: RecognitionBackend) -> ShardStats:
+    """Process one planned shard (its manifest in the output) and commit its rows."""
+    objects = pq.read_table(io.BytesIO(job.output.get(manifest))).to_pylist()
+    return await ShardWorker(shard_index, objects, job, source, backend).run()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 READ_TIMEOUT_S = 120.0  # a read that hangs (a stale network mount) fails its object, not the run
@@ -318,11 +353,6 @@ async def _within(read) -> bytes:
     except asyncio.TimeoutError:
         raise ApiError(code="AIS.0201", status=0, message=f"reading took over {READ_TIMEOUT_S:.0f} s",
                        retryable=True) from None
-
-
-def _ledger_row(job: Job, api: str, params_hash: str, obj: dict, outcome: str) -> dict:
-    return {"api": api, "params_hash": params_hash, "key": obj["key"], "fingerprint": obj["fingerprint"],
-            "outcome": outcome, "run_id": job.run_id}
 
 
 def _read_head(storage: Source, key: str) -> bytes:
