@@ -42,6 +42,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from imgrec.engines.imaging import iou  # noqa: E402
+
 SCENE_SYNONYMS = {
     "buildings": {"buildings", "building", "palace", "church", "monastery", "mosque", "castle", "library", "dome",
                   "bell tower", "triumphal arch", "prison", "planetarium", "cinema", "boathouse"},
@@ -77,13 +79,6 @@ def ap101(scores: list[float], hits: list[bool], positives: int) -> float:
         idx = np.searchsorted(recall, r, side="left")
         total += precision[idx] if idx < len(precision) else 0.0
     return total / 101
-
-
-def iou(a, b) -> float:
-    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw, ih = max(0.0, min(ax2, bx2) - max(a[0], b[0])), max(0.0, min(ay2, by2) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter + 1e-9)
 
 
 class Engines:

@@ -23,7 +23,10 @@ from typing import Any, Literal, Mapping
 from .errors import ApiError
 
 MB = 1024 * 1024
-IMAGE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "WEBP"})
+# The formats an image endpoint takes (PIL's names): each one's media type and file suffix.
+FORMAT_FILES = {"JPEG": ("image/jpeg", ".jpg"), "PNG": ("image/png", ".png"), "BMP": ("image/bmp", ".bmp"),
+                "WEBP": ("image/webp", ".webp")}
+IMAGE_FORMATS = frozenset(FORMAT_FILES)
 # Hard ceiling on decoded pixels whatever an endpoint allows: 10000 x 10000 is the largest image the
 # reference accepts; anything claiming more is a decompression bomb and is refused before decoding.
 MAX_PIXELS = 10000 * 10000

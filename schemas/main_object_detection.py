@@ -5,9 +5,6 @@ from .common import ApiSpec, ImageSpec, Param
 from .shapes import BoxFloat, Wire
 
 
-LABELS = ("main_object_box", "bounding_box")
-
-
 class MainObject(Wire):
     label: str
     location: BoxFloat

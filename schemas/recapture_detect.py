@@ -5,9 +5,6 @@ from .common import ApiSpec, ImageSpec, Param
 from .shapes import Wire
 
 
-SUGGESTIONS = ("true", "false", "uncertainty")
-
-
 class Detail(Wire):
     label: str
     confidence: str

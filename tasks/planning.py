@@ -14,9 +14,11 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
+from imgrec.connectors.output import local_copies
+
+from .formats.parquet import arrow_table
 from .job import Job
 from .listing import listing_files
-from imgrec.connectors.output import local_copies
 
 from .writing import ledger_names
 
@@ -80,7 +82,7 @@ def plan_shards(job: Job) -> list[Shard]:
             params["ledgers"] = ledgers
         # At most PARTITION_ROWS rows of keys: small enough to hold, then one manifest file per shard.
         relation = con.sql(query, params=params)
-        plan = relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+        plan = arrow_table(relation)
         shard_column = plan.column("shard").to_numpy()
         manifest = plan.drop_columns(["shard"])
         starts = [0] + [i for i in range(1, len(shard_column)) if shard_column[i] != shard_column[i - 1]]

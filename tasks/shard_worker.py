@@ -24,7 +24,7 @@ from imgrec import schemas
 from imgrec.connectors.backend import CallResult, RecognitionBackend
 from imgrec.connectors.source import Source
 from imgrec.schemas import errors
-from imgrec.schemas.common import ANY_IMAGE, ImageInfo, check_image_info, inspect_image
+from imgrec.schemas.common import ANY_IMAGE, FORMAT_FILES, ImageInfo, check_image_info, inspect_image
 from imgrec.schemas.errors import ApiError
 
 from . import failpoints, progress
@@ -92,7 +92,7 @@ def output_name(api: str, key: str, fmt: str) -> str:
     replaces its own result."""
     import hashlib
 
-    suffix = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp"}.get(fmt, ".bin")
+    suffix = FORMAT_FILES[fmt][1] if fmt in FORMAT_FILES else ".bin"
     path = PurePosixPath(key)
     if ".." in path.parts or path.is_absolute():
         raise PermissionError(f"key {key!r} escapes the output folder")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-import pytest
 
 from tests.helpers import AK, PROJECT, encode, free_port, photo, read_table, upload, write_config
 

@@ -176,9 +176,3 @@ def clamp_box(x: float, y: float, w: float, h: float, width: int, height: int) -
     return x, y, max(0.0, min(w, width - x)), max(0.0, min(h, height - y))
 
 
-def iou(a, b) -> float:
-    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw = max(0.0, min(ax2, bx2) - max(a[0], b[0]))
-    ih = max(0.0, min(ay2, by2) - max(a[1], b[1]))
-    inter = iw * ih
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter + 1e-9)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
-from imgrec.schemas.common import IMAGE_FORMATS, ApiSpec, ImageInfo, ParsedRequest, inspect_image
+from imgrec.schemas.common import FORMAT_FILES, IMAGE_FORMATS, ApiSpec, ImageInfo, ParsedRequest, inspect_image
 from imgrec.schemas.errors import ApiError
 
 from . import imaging
@@ -28,7 +28,7 @@ class ImageOutput:
 
     @property
     def media_type(self) -> str:
-        return {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "WEBP": "image/webp"}[self.format]
+        return FORMAT_FILES[self.format][0]
 
 
 class Engine(Protocol):
@@ -89,6 +89,28 @@ def image_info(data: bytes, request: ParsedRequest, spec: ApiSpec) -> ImageInfo:
     if request.image_info is None:
         request.image_info = inspect_image(data, spec.image)
     return request.image_info
+
+
+class ImageOutEngine:
+    """The image-out APIs' engine: networks shipped in weights/ (loaded on first use, `weights_session`), one
+    pixel transform `transform(rgb, params)` of the decoded photo, answered in the input's own format."""
+
+    spec: ClassVar[ApiSpec]
+    networks: ClassVar[tuple[str, ...]]
+
+    def __init__(self, registry):
+        pass
+
+    @classmethod
+    def problem(cls, settings) -> str | None:
+        return weights_problem(*cls.networks)
+
+    @staticmethod
+    def transform(rgb: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+        raise NotImplementedError
+
+    def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
+        return transform_image(data, request, self.spec, lambda rgb: self.transform(rgb, request.params))
 
 
 def transform_image(data: bytes, request: ParsedRequest, spec: ApiSpec,

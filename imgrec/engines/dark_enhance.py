@@ -14,9 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from imgrec.schemas import dark_enhance as schema
-from imgrec.schemas.common import ParsedRequest
-
-from .base import ImageOutput, transform_image, weights_problem, weights_session
+from .base import ImageOutEngine, weights_session
 from .imaging import banded, long_side
 from .low_light_steps import denoise, exposure_gamma
 
@@ -46,15 +44,10 @@ def enhance(rgb: np.ndarray, brightness: float) -> np.ndarray:
     return denoise(banded(rgb, lambda band, rows: band ** gamma * gain[rows]))
 
 
-class DarkEnhanceEngine:
+class DarkEnhanceEngine(ImageOutEngine):
     spec = schema.SPEC
-
-    def __init__(self, registry):
-        pass  # the network loads on first use (weights_session)
+    networks = (NETWORK,)
 
     @staticmethod
-    def problem(settings) -> str | None:
-        return weights_problem(NETWORK)
-
-    def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
-        return transform_image(data, request, self.spec, lambda rgb: enhance(rgb, request.params["brightness"]))
+    def transform(rgb: np.ndarray, params: dict) -> np.ndarray:
+        return enhance(rgb, params["brightness"])

@@ -19,9 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from imgrec.schemas import defog as schema
-from imgrec.schemas.common import ParsedRequest
-
-from .base import ImageOutput, transform_image, weights_problem, weights_session
+from .base import ImageOutEngine, weights_session
 from .imaging import banded, full_size_map, guided_filter, long_side, radius_for, to_float, work_copy
 
 NETWORK = "defog_transmission.onnx"
@@ -77,16 +75,10 @@ def defog(rgb: np.ndarray, gamma: float, natural_look: bool) -> np.ndarray:
     return banded(rgb, recover)
 
 
-class DefogEngine:
+class DefogEngine(ImageOutEngine):
     spec = schema.SPEC
-
-    def __init__(self, registry):
-        pass  # the network loads on first use (weights_session)
+    networks = (NETWORK,)
 
     @staticmethod
-    def problem(settings) -> str | None:
-        return weights_problem(NETWORK)
-
-    def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
-        p = request.params
-        return transform_image(data, request, self.spec, lambda rgb: defog(rgb, p["gamma"], p["natural_look"]))
+    def transform(rgb: np.ndarray, params: dict) -> np.ndarray:
+        return defog(rgb, params["gamma"], params["natural_look"])

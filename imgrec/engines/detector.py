@@ -27,6 +27,7 @@ from imgrec.schemas.errors import ApiError
 
 from ..models.fetch import CENTERNET_HEADS
 from .base import WEIGHTS, onnx_session
+from .imaging import iou
 from .labels import COCO
 
 log = logging.getLogger("imgrec.engines.detector")
@@ -63,6 +64,10 @@ class Detection:
     @property
     def height(self) -> float:
         return self.y2 - self.y1
+
+    @property
+    def xywh(self) -> tuple[float, float, float, float]:
+        return self.x1, self.y1, self.width, self.height
 
 
 
@@ -128,14 +133,9 @@ def one_name_per_box(detections: list[Detection], overlap: float = SAME_BOX_IOU)
     mAP@0.5 from 53.4 to 51.1 (where the stronger name was the wrong one, the right box went with it)."""
     kept: list[Detection] = []
     for d in detections:
-        if not any(k.class_id != d.class_id and _iou(k, d) >= overlap for k in kept):
+        if not any(k.class_id != d.class_id and iou(k.xywh, d.xywh) >= overlap for k in kept):
             kept.append(d)
     return kept
-
-
-def _iou(a: Detection, b: Detection) -> float:
-    inter = (max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))) * max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    return inter / (a.width * a.height + b.width * b.height - inter + 1e-9)
 
 
 class CenterNet:

@@ -144,3 +144,10 @@ def encode(array: np.ndarray, fmt: str = "JPEG") -> bytes:
     kwargs = {"quality": 92} if fmt in ("JPEG", "WEBP") else {}
     Image.fromarray(array).save(buf, format=fmt, **kwargs)
     return buf.getvalue()
+
+
+def iou(a, b) -> float:
+    """Intersection over union of two (x, y, width, height) boxes."""
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    inter = max(0.0, min(ax2, bx2) - max(a[0], b[0])) * max(0.0, min(ay2, by2) - max(a[1], b[1]))
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter + 1e-9)

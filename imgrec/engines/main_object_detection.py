@@ -15,9 +15,9 @@ from imgrec.schemas import main_object_detection as schema
 from imgrec.schemas.common import ParsedRequest, fmt_confidence
 from imgrec.schemas.shapes import BoxFloat
 
-from .analysis import analysis_problem, clamp_box, iou
+from .analysis import analysis_problem, clamp_box
 from .base import image_info
-from .imaging import decode
+from .imaging import decode, iou
 
 SALIENCY_SIDE = 256
 

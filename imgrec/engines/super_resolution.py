@@ -11,9 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from imgrec.schemas import super_resolution as schema
-from imgrec.schemas.common import ParsedRequest
-
-from .base import ImageOutput, transform_image, weights_problem, weights_session
+from .base import ImageOutEngine, weights_session
 
 TILE = 128
 OVERLAP = 8  # low-res pixels; both receptive fields are narrower
@@ -69,16 +67,10 @@ def super_resolve(rgb: np.ndarray, model: str, scale: int) -> np.ndarray:
     return ycbcr_to_rgb(np.concatenate([y[..., None], chroma], axis=-1))
 
 
-class SuperResolutionEngine:
+class SuperResolutionEngine(ImageOutEngine):
     spec = schema.SPEC
-
-    def __init__(self, registry):
-        pass  # the four networks load on first use (weights_session)
+    networks = tuple(network(m, s) for m in ("ESPCN", "SRCNN") for s in (3, 4))
 
     @staticmethod
-    def problem(settings) -> str | None:
-        return weights_problem(*(network(m, s) for m in ("ESPCN", "SRCNN") for s in (3, 4)))
-
-    def run(self, data: bytes, request: ParsedRequest) -> ImageOutput:
-        p = request.params
-        return transform_image(data, request, self.spec, lambda rgb: super_resolve(rgb, p["model"], p["scale"]))
+    def transform(rgb: np.ndarray, params: dict) -> np.ndarray:
+        return super_resolve(rgb, params["model"], params["scale"])

@@ -61,6 +61,11 @@ def damaged_table_files(root: Path) -> list[str]:
     return found
 
 
+def arrow_table(relation) -> pa.Table:
+    """A DuckDB relation's rows as a pyarrow Table, whichever DuckDB (`arrow()` answers a reader since 1.4)."""
+    return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+
+
 def _literal(text: str) -> str:
     """A SQL string literal (DDL takes no bound parameters): quotes doubled, nothing else special."""
     return "'" + text.replace("'", "''") + "'"
@@ -138,8 +143,7 @@ class ParquetFiles:
         if where:
             query += " WHERE " + " AND ".join(where)  # pushed down: partitions and row groups are pruned
         params = {k: str(v) if isinstance(v, date) else v for k, v in filters.items()}
-        relation = duckdb.connect().sql(query, params=params)
-        return relation.to_arrow_table() if hasattr(relation, "to_arrow_table") else relation.arrow()
+        return arrow_table(duckdb.connect().sql(query, params=params))
 
     def _scan_bucket(self, table: str, columns: list[str] | None, filters: dict[str, Any]) -> pa.Table:
         import pyarrow.compute as pc
