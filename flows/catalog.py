@@ -21,7 +21,7 @@ from imgrec.logs import install as install_log_redaction
 from imgrec.connectors.ratelimit import ensure_global_limit
 from imgrec.connectors.source import IMAGE_SUFFIXES, open_source
 from imgrec.settings import Settings
-from imgrec.tasks import breaker, damage, formats, listing, planning, progress, report, shard_worker, writing
+from imgrec.tasks import damage, formats, listing, planning, progress, report, run_context, shard_worker, writing
 from imgrec.schemas.run import RunParameters
 from imgrec.tasks.job import Job
 
@@ -100,6 +100,10 @@ def shards_on_dask(address: str | None):
 
 
 async def _run_shards(job: Job, settings: Settings, shards: list[planning.Shard]) -> list[dict[str, Any]]:
+    """Every shard through the same Prefect task, `recognize_shard_task`. With threads they run as coroutines
+    on the flow's own event loop (PARALLEL_SHARDS at once), so they share the one backend the flow opened:
+    an HTTP client and its connections and token are bound to a loop, and a task runner's threads would each
+    need their own. On Dask each worker process opens its own backend per shard."""
     if job.task_runner == "dask":
         return await asyncio.to_thread(shards_on_dask(job.dask_address), job, shards)
     gate = asyncio.Semaphore(PARALLEL_SHARDS)
@@ -112,14 +116,14 @@ async def _run_shards(job: Job, settings: Settings, shards: list[planning.Shard]
         try:
             return list(await asyncio.gather(*(one(s) for s in shards)))
         finally:
-            breaker.forget_run(job.run_id)
+            run_context.end(job.run_id)
 
 
-async def _log_progress(logger) -> None:
+async def _log_progress(logger, counter: progress.Progress) -> None:
     """One progress line every LOG_EVERY_S seconds while shards run (the log, not only a terminal's bar)."""
     while True:
         await asyncio.sleep(progress.LOG_EVERY_S)
-        logger.info("progress: %s", progress.line())
+        logger.info("progress: %s", counter.line())
 
 
 async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
@@ -153,8 +157,9 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
         shards = plan_shards_task(job)
         logger.info("run %s: %d objects listed, %d shards, %d calls planned", job.run_id, listed, len(shards),
                     sum(s.pending_calls for s in shards))
-        progress.start(sum(s.objects for s in shards))
-        reporting = asyncio.create_task(_log_progress(logger))
+        counter = run_context.of(job).progress
+        counter.start(sum(s.objects for s in shards))
+        reporting = asyncio.create_task(_log_progress(logger, counter))
         try:
             stats = await _run_shards(job, settings, shards)
         finally:

@@ -40,13 +40,14 @@ def one_line(exc) -> str:
 def _progress_bar(stop: threading.Event) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from imgrec.tasks import progress as counter
+    from imgrec.tasks import run_context
 
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=True) as bar:
         task_id = bar.add_task("images", total=None)
         while not stop.wait(0.2):
-            bar.update(task_id, total=counter.state["total"] or None, completed=counter.state["done"])
+            if (run := run_context.latest()) is not None:
+                bar.update(task_id, total=run.progress.total or None, completed=run.progress.done)
 
 
 def run(

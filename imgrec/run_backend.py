@@ -23,12 +23,12 @@ from imgrec.connectors.endpoints import Endpoints
 from imgrec.connectors.iam import PasswordCredentials, TokenProvider
 from imgrec.connectors.ratelimit import limiter_for
 from imgrec.schemas.run import RunParameters, is_bucket
+from imgrec.tasks import run_context
 from imgrec.tasks.job import Job
 
 from .settings import Settings
 
 _recognizers: dict[Path | None, object] = {}
-_lent: dict[tuple[str, int], RecognitionBackend] = {}  # (run id, id of the loop) -> the flow's backend
 _lock = threading.Lock()
 
 
@@ -76,19 +76,19 @@ def open_backend(settings: Settings, job: Job) -> RecognitionBackend:
 async def lending(settings: Settings, job: Job) -> AsyncIterator[RecognitionBackend]:
     """The run's backend, open for the flow's duration and lent to its shard tasks on this event loop."""
     backend = open_backend(settings, job)
-    key = (job.run_id, id(asyncio.get_running_loop()))
-    _lent[key] = backend
+    lent, loop = run_context.of(job).lent, id(asyncio.get_running_loop())
+    lent[loop] = backend
     try:
         yield backend
     finally:
-        del _lent[key]
+        lent.pop(loop, None)
         await backend.aclose()
 
 
 @asynccontextmanager
 async def borrowed(settings: Settings, job: Job) -> AsyncIterator[RecognitionBackend]:
     """The flow's backend when this shard runs beside it; otherwise one of its own, closed after the shard."""
-    backend = _lent.get((job.run_id, id(asyncio.get_running_loop())))
+    backend = run_context.of(job).lent.get(id(asyncio.get_running_loop()))
     if backend is not None:
         yield backend
         return

@@ -96,13 +96,3 @@ class CircuitBreaker:
         return ApiError(code=err.code, status=err.status, retryable=err.retryable, attempts=0,
                         message=f"not sent: the run stopped because {self.why} with {err.code} ({err.message})")
 
-
-_breakers: dict[str, CircuitBreaker] = {}  # run id -> this process's breaker (the run's shards share it)
-
-
-def breaker_for(run_id: str, url_mode: bool = False) -> CircuitBreaker:
-    return _breakers.setdefault(run_id, CircuitBreaker(url_mode=url_mode))
-
-
-def forget_run(run_id: str) -> None:
-    _breakers.pop(run_id, None)

@@ -27,8 +27,7 @@ from imgrec.schemas import errors
 from imgrec.schemas.common import ANY_IMAGE, FORMAT_FILES, ImageInfo, check_image_info, inspect_image
 from imgrec.schemas.errors import ApiError
 
-from . import failpoints, progress
-from .breaker import breaker_for
+from . import failpoints, run_context
 from .formats import format_of
 from .job import Job
 from .latency import LatencyHistogram
@@ -179,7 +178,8 @@ class ShardWorker:
         self.ledger: list[dict] = []
         self.params = {api: job.resolved_params(api) for api in job.apis}
         self.hashes = {api: job.params_hash(api) for api in job.apis}
-        self.breaker = breaker_for(job.run_id, url_mode=job.mode == "url")
+        self.context = run_context.of(job)
+        self.breaker = self.context.breaker
         self._slots = asyncio.Semaphore(max(1, job.concurrency))
         # Inline, an image is read only when some pending API could take its listed size, and never more than
         # the largest such size plus one byte: a 3 GiB file is refused from the listing, not after reading it.
@@ -330,7 +330,7 @@ class ShardWorker:
         image_row.update(status=status, processed_at=_now())
         self.stats.status[status] += 1
         self.tables["images"].append(image_row)
-        progress.advance(failed=status == "failed")
+        self.context.progress.advance(failed=status == "failed")
 
 
 async def recognize_shard(shard_index: int, manifest: str, job: Job, source: Source,
