@@ -42,7 +42,11 @@ class Source(Protocol):
     # than reading a small file); bucket objects: one, since each GET waits on the network.
     read_batch: int
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under `prefix`, in key order, whatever its name (the run's listing picks images)."""
+
+    def stat(self, key: str) -> ObjectInfo:
+        """One named object (a manifest's entry); one the source does not have comes back with a problem."""
 
     def read(self, key: str, limit: int | None = None) -> bytes:
         """The object's bytes; with `limit`, at most limit + 1 of them (enough to know it is too large)."""
@@ -52,6 +56,18 @@ class Source(Protocol):
 
 def is_image_key(key: str) -> bool:
     return PurePosixPath(key).suffix.lower() in IMAGE_SUFFIXES
+
+
+SNIFF_BYTES = 16
+
+
+def looks_like_image(head: bytes) -> bool:
+    """The first bytes are an image format's signature (JPEG, PNG, GIF, BMP, WebP, TIFF)."""
+    return head.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00",
+                            b"MM\x00*")) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+MISSING = "the manifest names an object the source does not have"
 
 
 def join_prefix(base: str, prefix: str) -> str:
@@ -65,7 +81,6 @@ def join_prefix(base: str, prefix: str) -> str:
 
 class FolderSource:
     read_batch = 32
-    not_images = 0  # entries the last listing passed over: their names do not end in an image's extension
 
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
@@ -86,10 +101,9 @@ class FolderSource:
         return path
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every image-named entry under the root, in key order. Entries that cannot be read as a regular
-        file inside the folder are listed with their `problem`, never skipped silently or opened."""
+        """Every entry under the root, in key order. Entries that cannot be read as a regular file inside the
+        folder are listed with their `problem`, never skipped silently or opened."""
         wanted = join_prefix("", prefix)
-        self.not_images = 0
         unreadable: list[str] = []
         walk = os.walk(self.root, onerror=lambda err: unreadable.append(err.filename or ""))
         for dirpath, dirnames, filenames in walk:
@@ -102,14 +116,19 @@ class FolderSource:
             for name in sorted(filenames):
                 path = Path(dirpath) / name
                 key = _key_of(path, self.root)
-                if not key.startswith(wanted):
-                    continue
-                if not is_image_key(key):
-                    self.not_images += 1
-                    continue
-                yield self._entry(path, key)
+                if key.startswith(wanted):
+                    yield self._entry(path, key)
         for folder in unreadable:  # the root's own sub-folders reported after the last step
             yield _problem(_key_of(Path(folder), self.root) + "/", "the folder cannot be read", retryable=True)
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            path = self._path(key)
+        except PermissionError as exc:
+            return _problem(key, str(exc))
+        if not os.path.lexists(path):
+            return _problem(key, MISSING, retryable=True)
+        return self._entry(path, key)
 
     def _entry(self, path: Path, key: str) -> ObjectInfo:
         try:
@@ -182,25 +201,30 @@ class BucketSource:
     """S3 or Huawei OBS (S3-compatible) through boto3."""
 
     read_batch = 1
-    not_images = 0
 
     def __init__(self, uri: str, region: str | None = None):
         self.uri = uri
         self.client, self.bucket, self.prefix = bucket_client(uri, region)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        self.not_images = 0
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=join_prefix(self.prefix, prefix),
                                        PaginationConfig={"PageSize": 1000}):
             for item in page.get("Contents", []):
                 key = item["Key"]
-                if key.endswith("/"):
-                    continue
-                if not is_image_key(key):
-                    self.not_images += 1
-                    continue
-                yield ObjectInfo(key, int(item["Size"]), item.get("ETag", "").strip('"'), item["LastModified"])
+                if not key.endswith("/"):  # a folder marker
+                    yield ObjectInfo(key, int(item["Size"]), item.get("ETag", "").strip('"'), item["LastModified"])
+
+    def stat(self, key: str) -> ObjectInfo:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return _problem(key, MISSING, retryable=True)
+            raise
+        return ObjectInfo(key, int(head["ContentLength"]), head.get("ETag", "").strip('"'), head["LastModified"])
 
     def read(self, key: str, limit: int | None = None) -> bytes:
         if limit is None:

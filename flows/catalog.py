@@ -22,7 +22,7 @@ from imgrec.connectors.ratelimit import ensure_global_limit
 from imgrec.connectors.source import IMAGE_SUFFIXES, open_source
 from imgrec.settings import Settings
 from imgrec.tasks import damage, formats, listing, planning, progress, report, run_context, shard_worker, writing
-from imgrec.schemas.run import RunParameters
+from imgrec.schemas.run import RunParameters, is_bucket
 from imgrec.tasks.job import Job
 
 PARALLEL_SHARDS = 2
@@ -41,15 +41,13 @@ def _source(source: str):
 
 
 @task(name="list-objects", cache_policy=NONE)
-def list_objects_task(job: Job) -> tuple[int, int]:
-    """(images listed, objects passed over because their names are not an image's)."""
-    source = open_source(job.source)
-    return listing.list_objects(source, job), source.not_images
+def list_objects_task(job: Job) -> listing.Listing:
+    return listing.list_objects(open_source(job.source), job)
 
 
 @task(name="plan-shards", cache_policy=NONE)
-def plan_shards_task(job: Job) -> list[planning.Shard]:
-    return planning.plan_shards(job)
+def plan_shards_task(job: Job, publish: bool = True) -> list[planning.Shard]:
+    return planning.plan_shards(job, publish)
 
 
 @task(name="recognize-shard", cache_policy=NONE, retries=2, retry_delay_seconds=2)
@@ -60,12 +58,12 @@ async def recognize_shard_task(job: Job, shard: planning.Shard) -> dict[str, Any
 
 
 @task(name="report", cache_policy=NONE)
-def report_task(job: Job, listed: int, shard_stats: list[dict[str, Any]],
-                quarantined: list[str] | None = None, not_images: int = 0) -> dict[str, Any]:
+def report_task(job: Job, listed: listing.Listing, shard_stats: list[dict[str, Any]],
+                quarantined: list[str] | None = None) -> dict[str, Any]:
     stats = [shard_worker.ShardStats.from_dict(s) for s in shard_stats]
-    summary = report.summarize(job, listed, stats, datetime.now(timezone.utc))
+    summary = report.summarize(job, listed.listed, stats, datetime.now(timezone.utc))
     summary["quarantined"] = quarantined or []
-    summary["not_images"] = not_images
+    summary["passed_over"] = report.passed_over(listed)
     report.write_runs_row(job, summary)
     formats.format_of(job).ensure(job.run_date, job.run_id)  # tables this run left empty read all the same
     try:
@@ -126,8 +124,38 @@ async def _log_progress(logger, counter: progress.Progress) -> None:
         logger.info("progress: %s", counter.line())
 
 
-async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
+def _listed(job: Job, logger) -> listing.Listing:
+    listed = list_objects_task(job)
+    if listed.not_images:
+        logger.info("%d objects under the source were not listed: their names do not end in an image's "
+                    "extension (%s)%s", listed.not_images, ", ".join(sorted(IMAGE_SUFFIXES)),
+                    "" if job.sniff else "; --sniff takes those whose first bytes are an image's")
+    if not listed.listed:
+        logger.warning("no images listed under %s%s: check the source, --prefix, --include/--exclude and "
+                       "--since/--until (%s)", job.source, f" (prefix {job.prefix!r})" if job.prefix else "",
+                       report.passed_over(listed) or "nothing was passed over")
+    return listed
+
+
+def dry_run(job: Job) -> dict[str, Any]:
+    """List and plan as the run would, without calling or writing to the output: what it would cost."""
     logger = get_run_logger()
+    try:
+        listed = _listed(job, logger)
+        shards = plan_shards_task(job, publish=False)
+    finally:
+        shutil.rmtree(job.work_dir, ignore_errors=True)
+    plan = report.plan_summary(job, listed, shards)
+    logger.info("dry run %s: %s", job.run_id, report.plan_line(plan))
+    return plan
+
+
+async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
+    if job.dry_run:
+        return dry_run(job)
+    logger = get_run_logger()
+    if not is_bucket(job.out) and not os.path.exists(job.out):
+        logger.info("no warehouse at %s yet: starting a new one", job.out)
     output = job.output
     # One run at a time per output: two would both process the same new objects (a lock file, or a lock
     # object created by a conditional PUT in a bucket).
@@ -147,16 +175,10 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
         if folded := writing.compact_ledger(output, job.run_id, job.work_dir):
             logger.info("compacted %d ledger files into one", folded)
         tables.prepare()
-        listed, not_images = list_objects_task(job)
-        if not_images:
-            logger.info("%d objects under the source were not listed: their names do not end in an image's "
-                        "extension (%s)", not_images, ", ".join(sorted(IMAGE_SUFFIXES)))
-        if not listed:
-            logger.warning("no images listed under %s%s: check the source and --prefix", job.source,
-                           f" (prefix {job.prefix!r})" if job.prefix else "")
+        listed = _listed(job, logger)
         shards = plan_shards_task(job)
-        logger.info("run %s: %d objects listed, %d shards, %d calls planned", job.run_id, listed, len(shards),
-                    sum(s.pending_calls for s in shards))
+        logger.info("run %s: %d objects listed, %d shards, %d calls planned", job.run_id, listed.listed,
+                    len(shards), sum(s.pending_calls for s in shards))
         counter = run_context.of(job).progress
         counter.start(sum(s.objects for s in shards))
         reporting = asyncio.create_task(_log_progress(logger, counter))
@@ -164,7 +186,7 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
             stats = await _run_shards(job, settings, shards)
         finally:
             reporting.cancel()
-        summary = report_task(job, listed, list(stats), quarantined, not_images)
+        summary = report_task(job, listed, list(stats), quarantined)
         if output.local_root is None:  # a bucket output's local copies (listing, ledger, tables) are spent
             shutil.rmtree(job.work_dir, ignore_errors=True)
     logger.info("run %s finished: %s", job.run_id, summary["status"])

@@ -77,6 +77,16 @@ def run(
     since: Optional[datetime] = typer.Option(None, help="Backfill: last-modified at or after"),
     until: Optional[datetime] = typer.Option(None, help="Backfill: last-modified before"),
     force: bool = typer.Option(False, help="Backfill: redo objects that already succeeded"),
+    include: list[str] = typer.Option([], help="Only keys matching this glob (`*` also matches /), repeatable"),
+    exclude: list[str] = typer.Option([], help="Not keys matching this glob, repeatable: --exclude '*/thumbs/*'"),
+    sniff: bool = typer.Option(False, help="Also take objects without an image's extension whose first bytes "
+                               "are an image's (one small read each)"),
+    manifest: Optional[str] = typer.Option(None, help="Take the objects this file names instead of listing: JSON "
+                                           "Lines, CSV or text of keys or s3:// / obs:// URIs of the source"),
+    dry_run: bool = typer.Option(False, help="List and plan, print the calls per API and the estimated cost; "
+                                 "call nothing, write nothing"),
+    unit_price: Optional[float] = typer.Option(None, help="What one call costs, for the estimated cost "
+                                               "(per API: [pipeline] unit_prices)"),
     config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TOML settings file"),
 ) -> None:
     """Run the catalog flow once; print the report. Exit 0 when the run completed."""
@@ -89,7 +99,9 @@ def run(
                  endpoint=endpoint, mode=mode, concurrency=concurrency, rate_per_second=rate, shard_size=shard_size,
                  params=parse_params(param) or None, config=str(config) if config else None,
                  global_limit=global_limit, task_runner=task_runner, dask_address=dask_address, prefix=prefix,
-                 modified_since=since, modified_until=until, force=force or None)
+                 modified_since=since, modified_until=until, force=force or None, include=include or None,
+                 exclude=exclude or None, sniff=sniff or None, manifest=manifest, dry_run=dry_run or None,
+                 unit_price_per_call=unit_price)
     is_backfill = bool(prefix or since or until or force)
     try:  # checked here, before Prefect starts: a mistake fails in a second, in one line
         parameters = RunParameters(**{k: v for k, v in given.items() if v is not None})
@@ -136,6 +148,11 @@ def run(
         stop.set()
         if bar:
             bar.join()
+    if summary.get("dry_run"):
+        from imgrec.tasks.report import plan_text
+
+        typer.echo(plan_text(summary))
+        return
     typer.echo(markdown(summary))
     for kind, path in summary.get("report_paths", {}).items():
         typer.echo(f"report ({kind}): {path}")

@@ -109,6 +109,22 @@ def enabled_apis(kind: str, settings: Settings) -> list[str]:
     return [a for a, spec in schemas.SPECS.items() if not spec.deprecated]
 
 
+def check_run_options(job: Job) -> None:
+    """Mistakes in a run's options that would otherwise cost a whole run to notice."""
+    now = datetime.now(timezone.utc)
+    if job.modified_since and job.modified_since > now:
+        raise ValueError(f"--since {job.modified_since.isoformat()} is in the future: no object can match")
+    if job.modified_since and job.modified_until and job.modified_until <= job.modified_since:
+        raise ValueError("--until must come after --since: no object can match")
+    if job.manifest and not is_bucket(job.manifest) and not Path(job.manifest).is_file():
+        raise ValueError(f"--manifest {job.manifest!r} is not a file")
+    if job.manifest and job.prefix:
+        raise ValueError("--manifest names the objects: --prefix would be ignored; give one of them")
+    if not is_bucket(job.out) and not Path(job.out).exists() and not Path(job.out).parent.is_dir():
+        raise ValueError(f"--out {job.out}: its parent folder {Path(job.out).parent} does not exist (a typo?); "
+                         "create it first")
+
+
 def resolve_run(flow: str, run: RunParameters) -> tuple[Job, Settings]:
     """A run's parameters over the settings file's [pipeline], checked (settings, source, APIs) before
     anything is listed; the CLI calls it too, before Prefect starts, so mistakes surface in a second."""
@@ -121,6 +137,7 @@ def resolve_run(flow: str, run: RunParameters) -> tuple[Job, Settings]:
         raise ValueError("--mode url sends presigned URLs of bucket objects: give an s3:// or obs:// source")
     if not is_bucket(job.source) and not Path(job.source).is_dir():
         raise ValueError(f"source {job.source!r} is not a folder (or s3://bucket/prefix, obs://bucket/prefix)")
+    check_run_options(job)
     if job.backend == "local":
         from .engines import EngineRegistry
 

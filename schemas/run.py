@@ -49,11 +49,23 @@ class RunParameters(BaseModel):
     task_runner: Literal["threads", "dask"] = "threads"  # dask: shards on a Dask cluster
     dask_address: str | None = None  # an existing scheduler, e.g. tcp://scheduler:8786 (None: a local one)
     prefix: str = ""  # only keys under this prefix (joined to the source's own prefix)
+    # Shell-style globs on the whole key (`*` also matches `/`): only keys matching one of `include` (when
+    # given) and none of `exclude`
+    include: list[str] = []
+    exclude: list[str] = []
+    sniff: bool = False  # also take objects without an image's extension whose first bytes are an image's
+    # A file (or s3:// / obs:// object) naming the objects to take instead of listing: JSON Lines, CSV or text
+    # of keys (as the tables record them) or s3:// / obs:// URIs of the source's bucket
+    manifest: str | None = None
+    dry_run: bool = False  # list and plan, print the calls and the estimated cost; call nothing, write nothing
     modified_since: datetime | None = None  # only objects last modified at or after
     modified_until: datetime | None = None  # ... and before
     force: bool = False  # redo objects that already succeeded
     config: str | None = None  # the settings file; each worker process reads it again
-    unit_price_per_call: float = Field(0.0, ge=0, allow_inf_nan=False)  # for the estimated-cost column of `runs`
+    # What one call costs you (your Huawei bill's price, or a self-hosted node's cost per call): the estimated
+    # cost of `runs`, the report and --dry-run. The reference gives no prices, so nothing is assumed: 0 until set.
+    unit_price_per_call: float = Field(0.0, ge=0, allow_inf_nan=False)  # every API
+    unit_prices: dict[str, float] = {}  # per API, over unit_price_per_call: {image_tagging = 0.0012}
     # The run fails (non-zero exit, Prefect flow run Failed) when more than this share of the images it
     # processed failed; 1.0: only when every one did. Invalid images (refused input) never count.
     max_failed_share: float = Field(0.5, ge=0, le=1, allow_inf_nan=False)
@@ -90,6 +102,19 @@ class RunParameters(BaseModel):
         # Each API once (a repeated name would write its rows twice), in the reference's order: the tagging
         # APIs then come before main-object detection, which reuses their analysis pass.
         return [api for api in CATALOG_APIS if api in apis]
+
+    @field_validator("unit_prices")
+    @classmethod
+    def _prices(cls, prices: dict[str, float]) -> dict[str, float]:
+        for api, price in prices.items():
+            if api not in CATALOG_APIS:
+                raise ValueError(f"unit_prices for {api!r}: catalog APIs are {', '.join(CATALOG_APIS)}")
+            if not (0 <= price < float("inf")):
+                raise ValueError(f"unit_prices for {api}: a price is a finite number >= 0")
+        return prices
+
+    def unit_price(self, api: str) -> float:
+        return self.unit_prices.get(api, self.unit_price_per_call)
 
     @field_validator("params")
     @classmethod

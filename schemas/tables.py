@@ -118,3 +118,17 @@ LEDGER_SCHEMA = pa.schema([
     pa.field("api", pa.string()), pa.field("params_hash", pa.string()), pa.field("key", pa.string()),
     pa.field("fingerprint", pa.string()), pa.field("outcome", pa.string()), pa.field("run_id", pa.string()),
 ])
+
+
+def read_schema(table: str, columns: list[str] | None = None) -> pa.Schema:
+    """A table as every reader answers it, whatever the output and format: its schema plus `run_date` (a
+    date, from the partition), in that order; only `columns` when given."""
+    full = TABLES[table].append(pa.field("run_date", pa.date32()))
+    return pa.schema([full.field(name) for name in columns]) if columns else full
+
+
+def conform(table: str, rows: pa.Table, columns: list[str] | None = None) -> pa.Table:
+    """`rows` as `read_schema` has them: the same columns, order and types from every reader (one engine's
+    `timestamp[us, tz=Etc/UTC]` or `large_string` is another's `timestamp[us, tz=UTC]` and `string`)."""
+    target = read_schema(table, columns or [n for n in read_schema(table).names if n in rows.column_names])
+    return rows.select(target.names).cast(pa.schema([f.with_nullable(True) for f in target]))

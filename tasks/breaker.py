@@ -78,7 +78,10 @@ class CircuitBreaker:
             if refusing(err, self.url_mode) or (not self.succeeded and err.kind == errors.UNREACHABLE):
                 self._refused += 1
                 if self._refused >= self.refused_in_a_row:
-                    self._trip(err, f"{self._refused} calls in a row were refused")
+                    hint = (" (the service fetches URLs only from the hosts in its [url_fetch] allow list: add "
+                            "the bucket's endpoint host there, or run --mode inline)"
+                            if self.url_mode and err.code == "AIS.0022" else "")
+                    self._trip(err, f"{self._refused} calls in a row were refused{hint}")
             elif unreachable(err):
                 self._failing_since = self._failing_since or now
                 self._failures += 1

@@ -50,6 +50,8 @@ class Job(RunParameters):
     def work_dir(self) -> Path:
         """Local working files of this run (the listing, downloaded ledger and table files): inside a folder
         output, under the temporary folder for a bucket output."""
+        if self.dry_run:  # writes nothing to the output
+            return Path(tempfile.gettempdir()) / "imgrec-dry-runs" / self.run_id
         if self.output.local_root is not None:
             return self.output.local_root / "_runs" / self.run_id
         digest = hashlib.sha256(self.out.encode()).hexdigest()[:12]

@@ -8,18 +8,19 @@ DuckDB query each, so peak memory stays flat however large the bucket (bench/sca
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 
 from imgrec.connectors.output import local_copies
+from imgrec.schemas.run import is_bucket
 
 from .formats.parquet import arrow_table
 from .job import Job
 from .listing import listing_files
-
 from .writing import ledger_names
 
 SKIPPED_SHARD_SIZE = 10_000
@@ -35,10 +36,14 @@ class Shard:
     path: str  # manifest Parquet in the run's output: key, size, etag, last_modified, fingerprint, problem(_retryable), pending
     objects: int
     pending_calls: int
+    calls_by_api: dict[str, int] = field(default_factory=dict)
 
 
-def plan_shards(job: Job) -> list[Shard]:
-    job.output.delete_tree(job.shards_prefix)  # a retried flow run's earlier plan
+def plan_shards(job: Job, publish: bool = True) -> list[Shard]:
+    """The run's shards, their manifests put in the output (`publish`; a dry run keeps them in its working
+    folder and writes nothing to the output)."""
+    if publish:
+        job.output.delete_tree(job.shards_prefix)  # a retried flow run's earlier plan
     folder = job.work_dir / "shards"
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.parquet"):
@@ -47,7 +52,8 @@ def plan_shards(job: Job) -> list[Shard]:
     listed = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     if not listed:
         return []
-    ledgers = [] if job.force else [
+    no_history = job.force or (not publish and not is_bucket(job.out) and not Path(job.out).is_dir())
+    ledgers = [] if no_history else [
         str(f) for f in local_copies(job.output, ledger_names(job.output), job.work_dir / "ledger")]
     con = duckdb.connect(config={"memory_limit": "128MB", "threads": 1, "preserve_insertion_order": False})
     con.execute("CREATE TEMP TABLE wanted(api VARCHAR, params_hash VARCHAR)")
@@ -74,7 +80,8 @@ def plan_shards(job: Job) -> list[Shard]:
             END AS shard
         FROM plan ORDER BY shard, key"""
     partitions = max(1, math.ceil(listed / PARTITION_ROWS))
-    pieces: list[tuple[bool, int, int, Path, int, int]] = []  # (skipped, partition, local shard, file, objects, calls)
+    # (skipped, partition, local shard, file, objects, calls per API)
+    pieces: list[tuple[bool, int, int, Path, int, Counter]] = []
     for partition in range(partitions):
         params = {"listing": files, "partitions": partitions, "partition": partition,
                   "shard_size": int(job.shard_size), "skipped": SKIPPED, "skipped_size": SKIPPED_SHARD_SIZE}
@@ -91,12 +98,14 @@ def plan_shards(job: Job) -> list[Shard]:
             rows = manifest.slice(start, end - start)
             path = folder / f"p{partition:05d}-{local:07d}.parquet"
             pq.write_table(rows, path)
-            calls = sum(len(p) for p in rows.column("pending").to_pylist())
+            calls = Counter(api for pending in rows.column("pending").to_pylist() for api in pending)
             pieces.append((local >= SKIPPED, partition, local, path, rows.num_rows, calls))
     con.close()
     shards = []
-    for index, (_, _, _, piece, objects, calls) in enumerate(sorted(pieces)):  # work first, then skipped shards
+    ordered = sorted(pieces, key=lambda p: p[:3])  # work first, then skipped shards
+    for index, (_, _, _, piece, objects, calls) in enumerate(ordered):
         name = f"{job.shards_prefix}/s{index:05d}.parquet"  # in the output: every worker reads it there
-        job.output.put_file(piece, name)
-        shards.append(Shard(index, name, objects, calls))
+        if publish:
+            job.output.put_file(piece, name)
+        shards.append(Shard(index, name if publish else str(piece), objects, sum(calls.values()), dict(calls)))
     return shards

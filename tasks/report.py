@@ -49,8 +49,58 @@ def failure_of(summary: dict[str, Any], max_failed_share: float) -> RunFailed | 
         return None
     code, count = next(iter(summary["error_codes"].items()), ("?", 0))
     reports = summary.get("report_paths", {})
-    return RunFailed(f"{failed} of {processed} images failed; most often {code} ({count} calls)"
+    return RunFailed(f"{failed} of {processed} images failed; most often {code} ({count} times)"
                      + (f"; report: {reports['md']}" if "md" in reports else ""), summary)
+
+
+def passed_over(listed) -> str:
+    """What the listing passed over, for people: `3 not images by name, 2 excluded by --include/--exclude`."""
+    parts = [f"{listed.not_images} not images by name" if listed.not_images else "",
+             f"{listed.excluded} excluded by --include/--exclude" if listed.excluded else "",
+             f"{listed.out_of_range} outside --since/--until" if listed.out_of_range else ""]
+    return ", ".join(p for p in parts if p)
+
+
+def plan_summary(job: Job, listed, shards) -> dict[str, Any]:
+    """A dry run's answer: what the run would list, call and cost."""
+    calls: Counter = Counter()
+    for shard in shards:
+        calls.update(shard.calls_by_api)
+    with_work = sum(s.objects for s in shards if s.pending_calls)
+    return {
+        "dry_run": True, "run_id": job.run_id, "source": job.source, "out": job.out, "listed": listed.listed,
+        "passed_over": passed_over(listed), "images_with_work": with_work, "images_unchanged": listed.listed - with_work,
+        "shards": sum(1 for s in shards if s.pending_calls), "calls": {api: calls.get(api, 0) for api in job.apis},
+        "unit_prices": {api: job.unit_price(api) for api in job.apis},
+        "estimated_cost": estimated_cost(job, calls), "priced": any(job.unit_price(api) for api in job.apis),
+    }
+
+
+def plan_line(plan: dict[str, Any]) -> str:
+    calls = ", ".join(f"{api} {n}" for api, n in plan["calls"].items())
+    cost = (f"estimated cost {plan['estimated_cost']:g}" if plan["priced"] else
+            "cost not estimated: set --unit-price or [pipeline] unit_prices")
+    return (f"{plan['listed']} listed ({plan['images_with_work']} with work, {plan['images_unchanged']} unchanged), "
+            f"{plan['shards']} shards, calls: {calls or 'none'}; {cost}")
+
+
+def plan_text(plan: dict[str, Any]) -> str:
+    """A dry run's answer as the CLI prints it: one line per figure, one per API."""
+    lines = [f"dry run of {plan['source']} -> {plan['out']}: nothing called, nothing written",
+             f"listed: {plan['listed']}" + (f" ({plan['passed_over']} passed over)" if plan["passed_over"] else ""),
+             f"images with work: {plan['images_with_work']} in {plan['shards']} shards; unchanged: "
+             f"{plan['images_unchanged']}"]
+    for api, n in plan["calls"].items():
+        price = plan["unit_prices"][api]
+        lines.append(f"  {api}: {n} calls" + (f" x {price:g} = {round(n * price, 6):g}" if price else ""))
+    lines.append(f"estimated cost: {plan['estimated_cost']:g}" if plan["priced"] else
+                 "estimated cost: not estimated (no unit price: --unit-price, or [pipeline] unit_prices per API)")
+    return "\n".join(lines)
+
+
+def estimated_cost(job: Job, calls_by_api: dict[str, int]) -> float:
+    """Calls times each API's unit price (RunParameters.unit_prices, else unit_price_per_call; 0 unset)."""
+    return round(sum(n * job.unit_price(api) for api, n in calls_by_api.items()), 6)
 
 
 def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: datetime) -> dict[str, Any]:
@@ -58,9 +108,11 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
     codes: Counter = Counter()
     latency = LatencyHistogram()
     calls = errors = retries = 0
+    by_api: Counter = Counter()
     wait = 0.0
     for s in shards:
         status.update(s.status)
+        by_api.update(s.calls_by_api)
         codes.update(s.error_codes)
         latency.merge(s.latency)
         calls += s.calls
@@ -91,7 +143,7 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
         "top_tags": [[t, n] for t, n in top_tags], "recapture_verdicts": [[v, n] for v, n in verdicts],
         "faces": [[f, n] for f, n in faces],
         "images": per_image(job),
-        "estimated_cost": round(calls * job.unit_price_per_call, 6),
+        "estimated_cost": estimated_cost(job, by_api),
         "shards": len(shards),
     }
 

@@ -63,6 +63,7 @@ class ShardStats:
     objects: int = 0
     status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     calls: int = 0
+    calls_by_api: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # attempts, for the cost
     call_errors: int = 0
     retries: int = 0
     rate_wait_s: float = 0.0
@@ -72,6 +73,7 @@ class ShardStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {"shard": self.shard, "objects": self.objects, "status": dict(self.status), "calls": self.calls,
+                "calls_by_api": dict(self.calls_by_api),
                 "call_errors": self.call_errors, "retries": self.retries, "rate_wait_s": self.rate_wait_s,
                 "latency": self.latency.to_dict(), "error_codes": dict(self.error_codes), "rows": self.rows}
 
@@ -260,10 +262,12 @@ class ShardWorker:
             result = await self.backend.call(api, watch=self.breaker, **where, **self.params[api])
         except ApiError as err:
             self.stats.calls += max(1, err.attempts)
+            self.stats.calls_by_api[api] += max(1, err.attempts)
             self.stats.retries += max(0, err.attempts - 1)
             self.stats.call_errors += 1
             raise
         self.stats.calls += result.attempts
+        self.stats.calls_by_api[api] += result.attempts
         self.stats.retries += result.attempts - 1
         self.stats.rate_wait_s += result.rate_wait_s
         self.stats.latency.add(result.latency_s * 1000)

@@ -119,7 +119,10 @@ def test_mistakes_before_the_run_are_one_line_and_exit_2(tmp_path):
     cases = [([str(tmp_path / "missing")], {}, "is not a folder"),
              ([str(tmp_path / "src"), "--backend", "http", "--endpoint", "127.0.0.1:8080"], {}, "with its scheme"),
              ([str(tmp_path / "src"), "--backend", "http", "--endpoint", "http://127.0.0.1:9"], {},
-              "the http backend needs")]
+              "the http backend needs"),
+             ([str(tmp_path / "src"), "--since", "2999-01-01"], {}, "is in the future"),
+             ([str(tmp_path / "src"), "--since", "2026-02-01", "--until", "2026-01-01"], {}, "must come after"),
+             ([str(tmp_path / "src"), "--manifest", str(tmp_path / "nope.csv")], {}, "is not a file")]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HUAWEICLOUD_SDK_", "IMGREC_CLIENT__"))}
     for args, extra, says in cases:
         started = time.monotonic()
@@ -127,6 +130,9 @@ def test_mistakes_before_the_run_are_one_line_and_exit_2(tmp_path):
                              timeout=60, env={**env, **extra})
         assert run.returncode == 2 and says in run.stderr, (args, run.stderr)
         assert len(run.stderr.strip().splitlines()) == 1 and time.monotonic() - started < 10
+    typo = subprocess.run([IMGREC, "run", str(tmp_path / "src"), "--out", str(tmp_path / "wherehouse" / "x")],
+                          capture_output=True, text=True, timeout=60)  # a mistyped parent: refused, not created
+    assert typo.returncode == 2 and "does not exist" in typo.stderr and not (tmp_path / "wherehouse").exists()
     config = tmp_path / "broken.toml"
     config.write_text("[auth\nenabled = false\n")
     serve = subprocess.run([IMGREC, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60)
@@ -164,7 +170,92 @@ def test_objects_that_are_not_images_by_name_are_counted(tmp_path):
     (tmp_path / "src").mkdir()
     for name in ("a.jpg", "B.JPEG", "notes.txt", "no-extension", "photo.jpg.bak"):
         (tmp_path / "src" / name).write_bytes(encode(photo("coffee")[::8, ::8]))
-    storage = FolderSource(tmp_path / "src")
+    source = FolderSource(tmp_path / "src")
     job = Job(run_id="r", flow="catalog-tagging", source=str(tmp_path / "src"), out=str(tmp_path / "out"),
               apis=["image_tagging"], started_at=datetime.now(timezone.utc))
-    assert list_objects(storage, job) == 2 and storage.not_images == 3
+    listed = list_objects(source, job)
+    assert (listed.listed, listed.not_images) == (2, 3)
+    sniffing = job.model_copy(update={"sniff": True})  # every one of them is a JPEG: taken by its bytes
+    assert list_objects(source, sniffing).listed == 5
+
+
+def _job(tmp_path, **given):
+    from datetime import datetime, timezone
+
+    from imgrec.tasks.job import Job
+
+    return Job(run_id="r", flow="catalog-tagging", source=str(tmp_path / "src"), out=str(tmp_path / "out"),
+               apis=["image_tagging"], started_at=datetime.now(timezone.utc), **given)
+
+
+def _keys(job) -> list[str]:
+    import pyarrow.parquet as pq
+
+    from imgrec.connectors.source import open_source
+    from imgrec.tasks.listing import list_objects, listing_files
+
+    list_objects(open_source(job.source), job)
+    return sorted(k for f in listing_files(job) for k in pq.read_table(f).column("key").to_pylist())
+
+
+def test_include_and_exclude_globs_pick_the_keys(tmp_path):
+    for key in ("shop/a.jpg", "shop/thumbs/a.jpg", "shop/b.png", "press/c.jpg"):
+        path = tmp_path / "src" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(photo("coffee")[::8, ::8]))
+    assert _keys(_job(tmp_path, include=["shop/*"], exclude=["*/thumbs/*"])) == ["shop/a.jpg", "shop/b.png"]
+    assert _keys(_job(tmp_path, include=["*.jpg"])) == ["press/c.jpg", "shop/a.jpg", "shop/thumbs/a.jpg"]
+    from imgrec.connectors.source import open_source
+    from imgrec.tasks.listing import list_objects
+
+    assert list_objects(open_source(str(tmp_path / "src")), _job(tmp_path, exclude=["shop/*"])).excluded == 3
+
+
+def test_a_manifest_names_the_objects_in_any_of_its_formats(tmp_path, s3_server):
+    import json
+
+    import boto3
+
+    (tmp_path / "src").mkdir()
+    for name in ("a.jpg", "b.jpg", "c"):
+        (tmp_path / "src" / name).write_bytes(encode(photo("coffee")[::8, ::8]))
+    (tmp_path / "m.jsonl").write_text('{"key": "a.jpg"}\n"c"\n{"key": "gone.jpg"}\n{"key": "a.jpg"}\n')
+    (tmp_path / "m.csv").write_text("key,sku\nb.jpg,1\nc,2\n")
+    (tmp_path / "m.txt").write_text("a.jpg\n\nb.jpg\n")
+    assert _keys(_job(tmp_path, manifest=str(tmp_path / "m.jsonl"))) == ["a.jpg", "c", "gone.jpg"]
+    assert _keys(_job(tmp_path, manifest=str(tmp_path / "m.csv"))) == ["b.jpg", "c"]
+    assert _keys(_job(tmp_path, manifest=str(tmp_path / "m.txt"))) == ["a.jpg", "b.jpg"]
+    import pyarrow.parquet as pq
+
+    from imgrec.tasks.listing import listing_files
+
+    job = _job(tmp_path, manifest=str(tmp_path / "m.jsonl"))
+    _keys(job)
+    rows = {r["key"]: r for f in listing_files(job) for r in pq.read_table(f).to_pylist()}
+    assert rows["gone.jpg"]["problem"] and rows["gone.jpg"]["problem_retryable"]  # an error row, not lost
+    # a bucket: s3:// URIs of the source's bucket (Rekognition / SageMaker manifests' source-ref)
+    s3 = boto3.client("s3", endpoint_url=s3_server["url"])
+    s3.create_bucket(Bucket="lake")
+    s3.put_object(Bucket="lake", Key="shop/x.jpg", Body=encode(photo("coffee")[::8, ::8]))
+    (tmp_path / "s3.jsonl").write_text(json.dumps({"source-ref": "s3://lake/shop/x.jpg"}) + "\n")
+    bucket = _job(tmp_path, manifest=str(tmp_path / "s3.jsonl")).model_copy(update={"source": "s3://lake/shop"})
+    assert _keys(bucket) == ["shop/x.jpg"]
+    (tmp_path / "other.jsonl").write_text(json.dumps({"source-ref": "s3://elsewhere/x.jpg"}) + "\n")
+    import pytest
+
+    with pytest.raises(ValueError, match="not an object of the source"):
+        _keys(bucket.model_copy(update={"manifest": str(tmp_path / "other.jsonl")}))
+
+
+def test_a_dry_run_plans_and_prices_without_calling_or_writing(tmp_path):
+    (tmp_path / "src").mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / "src" / name).write_bytes(encode(photo("coffee")[::8, ::8]))
+    out = tmp_path / "out"
+    run = subprocess.run([IMGREC, "run", str(tmp_path / "src"), "--out", str(out), "--dry-run", "--apis",
+                          "image_tagging,recapture_detect", "--unit-price", "0.5"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "image_tagging: 3 calls x 0.5 = 1.5" in run.stdout and "recapture_detect: 3 calls" in run.stdout
+    assert "estimated cost: 3" in run.stdout
+    assert not out.exists()  # nothing written: not even the folder

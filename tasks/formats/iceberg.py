@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from imgrec.connectors.buckets import bucket_address
 from imgrec.connectors.output import Output
 from imgrec.schemas.run import is_bucket
-from imgrec.schemas.tables import TABLES
+from imgrec.schemas.tables import TABLES, conform
 
 NAMESPACE = "imgrec"
 SHARD_PROPERTY = "imgrec.shard"
@@ -160,7 +160,7 @@ class IcebergTables:
         if key_prefix is not None:
             where = And(where, StartsWith("key", key_prefix))
         fields = tuple(columns) if columns else ("*",)
-        return self.table(table).scan(row_filter=where, selected_fields=fields).to_arrow()
+        return conform(table, self.table(table).scan(row_filter=where, selected_fields=fields).to_arrow(), columns)
 
     def run_view(self, con, view: str, table: str, run_id: str, run_date: str, work: Path) -> bool:
         rows = self.scan(table, run_id=run_id, run_date=run_date)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imgrec.connectors.output import Output, local_copies
-from imgrec.schemas.tables import LEDGER_SCHEMA, TABLES
+from imgrec.schemas.tables import LEDGER_SCHEMA, TABLES, conform
 
 
 def table_name(table: str, run_date: str, name: str) -> str:
@@ -143,7 +143,7 @@ class ParquetFiles:
         if where:
             query += " WHERE " + " AND ".join(where)  # pushed down: partitions and row groups are pruned
         params = {k: str(v) if isinstance(v, date) else v for k, v in filters.items()}
-        return arrow_table(duckdb.connect().sql(query, params=params))
+        return conform(table, arrow_table(duckdb.connect().sql(query, params=params)), columns)
 
     def _scan_bucket(self, table: str, columns: list[str] | None, filters: dict[str, Any]) -> pa.Table:
         import pyarrow.compute as pc
@@ -162,7 +162,7 @@ class ParquetFiles:
                 value = date.fromisoformat(str(value))
             term = pc.starts_with(ds.field("key"), value) if name == "key_prefix" else ds.field(name) == value
             expression = term if expression is None else expression & term
-        return dataset.to_table(columns=columns or None, filter=expression)
+        return conform(table, dataset.to_table(columns=columns or None, filter=expression), columns)
 
     def run_view(self, con, view: str, table: str, run_id: str, run_date: str, work: Path) -> bool:
         names = [n for n in self.output.list(f"{table}/run_date={run_date}")
