@@ -25,7 +25,8 @@ def outputs(prefect_api, s3_server, tmp_path_factory) -> dict[str, tuple[str, st
 
     root = tmp_path_factory.mktemp("four")
     (root / "catalog" / "photos").mkdir(parents=True)
-    for name in ("chelsea", "coffee", "astronaut"):
+    (root / "catalog" / "chelsea.png").write_bytes(encode(photo("chelsea"), "PNG"))  # as the quickstart has it
+    for name in ("coffee", "astronaut"):
         (root / "catalog" / "photos" / f"{name}.jpg").write_bytes(encode(photo(name)[::2, ::2]))
     (root / "catalog" / "photos" / "broken.png").write_bytes(b"not an image")
     boto3.client("s3", endpoint_url=s3_server["url"]).create_bucket(Bucket="four")
