@@ -69,7 +69,8 @@ def plan_summary(job: Job, listed, shards) -> dict[str, Any]:
     with_work = sum(s.objects for s in shards if s.pending_calls)
     return {
         "dry_run": True, "run_id": job.run_id, "source": job.source, "out": job.out, "listed": listed.listed,
-        "passed_over": passed_over(listed), "images_with_work": with_work, "images_unchanged": listed.listed - with_work,
+        "passed_over": passed_over(listed), "images_with_work": with_work,
+        "images_unchanged": listed.listed - with_work,
         "shards": sum(1 for s in shards if s.pending_calls), "calls": {api: calls.get(api, 0) for api in job.apis},
         "unit_prices": {api: job.unit_price(api) for api in job.apis},
         "estimated_cost": estimated_cost(job, calls), "priced": any(job.unit_price(api) for api in job.apis),

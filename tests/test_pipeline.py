@@ -262,7 +262,7 @@ def test_planning_in_partitions_and_after_ledger_compaction(tmp_path, monkeypatc
     out = tmp_path / "out"
     job = Job(run_id="r1", flow="test", source=str(source), out=str(out), apis=["image_tagging", "recapture_detect"],
               shard_size=4)
-    assert list_objects(FolderSource(source), job) == 45
+    assert list_objects(FolderSource(source), job).listed == 45
     listed = pq.read_table(job.work_dir / "listing" / "listing.parquet").to_pylist()
     done = [o for o in listed if int(o["key"][-6:-4]) % 3 == 0]  # 15 objects fully done, each in its own file
     for n, obj in enumerate(done):

@@ -21,7 +21,8 @@ def _summary(tmp_path):
     job = Job(run_id="20261126T000000Z-test", flow="catalog-tagging", source=str(tmp_path), out=str(tmp_path),
               apis=["image_tagging"], started_at=datetime.now(timezone.utc) - timedelta(seconds=12),
               unit_price_per_call=0.002)
-    stats = ShardStats(shard=0, objects=40, status={"ok": 35, "failed": 3, "invalid": 2}, calls=44, call_errors=3,
+    stats = ShardStats(shard=0, objects=40, status={"ok": 35, "failed": 3, "invalid": 2}, calls=44,
+                       calls_by_api={"image_tagging": 44}, call_errors=3,
                        retries=4, latency=LatencyHistogram.of(np.random.default_rng(0).gamma(4, 30, 38)),
                        error_codes={"AIS.0503": 2, "APIG.0308": 3})
     return job, summarize(job, 40, [stats], datetime.now(timezone.utc))

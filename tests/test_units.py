@@ -268,3 +268,16 @@ def test_an_errors_kind_decides_retries_and_the_breaker(code, status, kind, retr
     err = ApiError(code=code, status=status)
     assert (err.kind, err.retryable, refusing(err)) == (kind, retryable, opens_breaker)
     assert ApiError(code="APIG.0308", status=429, retry_after=3.0).retry_after == 3.0  # carried, not patched on
+
+
+def test_a_url_runs_refused_hosts_name_the_allow_list():
+    from imgrec.tasks.breaker import CircuitBreaker
+
+    breaker = CircuitBreaker(url_mode=True)
+    for _ in range(5):
+        breaker.attempt_failed(ApiError.of("AIS.0022"))
+    assert breaker.open and "[url_fetch] allow" in breaker.refusal().message
+    inline = CircuitBreaker()
+    for _ in range(5):
+        inline.attempt_failed(ApiError.of("AIS.0022"))  # inline: one bad URL says nothing of the service
+    assert not inline.open
