@@ -167,7 +167,7 @@ def test_readme_example_queries_answer_on_a_fresh_run_without_faces(prefect_api,
     (tmp_path / "warehouse").mkdir()
     src = tmp_path / "catalog" / "photos"
     src.mkdir(parents=True)
-    (src / "chelsea.jpg").write_bytes(encode(photo("chelsea")))
+    (tmp_path / "catalog" / "chelsea.png").write_bytes(encode(photo("chelsea"), "PNG"))  # the quickstart's
     (src / "broken.png").write_bytes(b"not an image")
     proc = _run([str(tmp_path / "catalog"), "--out", str(tmp_path / "warehouse"),
                  "--apis", "image_tagging,recapture_detect", "--param", "image_tagging.threshold=30"], prefect_api)
