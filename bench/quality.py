@@ -164,19 +164,23 @@ def coco_figures(engines: Engines, data: Path, limit: int | None) -> dict:
             "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1), "latency_ms": latencies}
 
 
-def imagenet_figure(engines: Engines, data: Path, limit: int | None) -> tuple[float, int]:
+def imagenet_figure(engines: Engines, data: Path, limit: int | None) -> tuple[float, float, int]:
+    """(the class among the v2 tags at threshold 30, the first v2 tag at the default threshold naming the
+    class, its parent or its COCO word, photos)."""
     from imgrec.engines.labels import imagenet_classes
 
     by_wnid = {c.wnid: c for c in imagenet_classes()}
     files = sorted((data / "imagenet-dev").glob("*.JPEG"))[:limit]
-    hits = 0
+    hits = firsts = 0
     for path in files:
         wnid, _, lemma = path.stem.partition("_")
-        wanted = {by_wnid[wnid].en.lower(), lemma.replace("_", " ").lower()}
-        tags = {t["i18n_tag"]["en"].lower() for t in engines.run("image_tagging", path.read_bytes(), threshold=30.0,
-                                                                  language="en")["tags"]}
-        hits += bool(tags & wanted)
-    return hits / max(len(files), 1), len(files)
+        known = by_wnid[wnid]
+        wanted = {known.en.lower(), lemma.replace("_", " ").lower()}
+        answer = engines.run("image_tagging", path.read_bytes(), threshold=30.0, language="en")["tags"]
+        hits += bool({t["i18n_tag"]["en"].lower() for t in answer} & wanted)
+        first = [t["i18n_tag"]["en"].lower() for t in answer if float(t["confidence"]) >= 60]
+        firsts += bool(first) and first[0] in wanted | {w.lower() for w in (known.parent_en, known.coco) if w}
+    return hits / max(len(files), 1), firsts / max(len(files), 1), len(files)
 
 
 def scene_figure(engines: Engines, data: Path, limit: int | None) -> tuple[float, int, dict[str, float], float]:
@@ -371,7 +375,7 @@ def recognition_figures(data: Path, limit: int | None) -> list[tuple[str, str, s
     engines = Engines()
     engines.registry.analyser.capacity = 0  # every figure from a fresh analysis pass
     coco = coco_figures(engines, data, limit)
-    imagenet, n_imagenet = imagenet_figure(engines, data, limit)
+    imagenet, first_tag, n_imagenet = imagenet_figure(engines, data, limit)
     scene, n_scene, per_scene, stray = scene_figure(engines, data, limit)
     recapture = recapture_figures(engines, data, limit)
     rows = [
@@ -383,6 +387,8 @@ def recognition_figures(data: Path, limit: int | None) -> list[tuple[str, str, s
          "goal >= 0.70"),
         ("imagenet-dev", f"class among v2 tags at threshold 30, {n_imagenet} photos", f"{imagenet:.3f}",
          "goal >= 0.75; EfficientNet-Lite0 top-1 75.1 on ImageNet val"),
+        ("imagenet-dev", f"first v2 tag at the default threshold names the class, its parent or COCO word, "
+         f"{n_imagenet} photos", f"{first_tag:.3f}", "goal >= 0.90"),
         ("scene-dev", f"a tag naming the scene, {n_scene} photos, 5-fold cross-validated", f"{scene:.3f}",
          "goal >= 0.70 (" + ", ".join(f"{k} {v:.2f}" for k, v in per_scene.items()) + ")"),
         ("imagenet-dev", "object photos given a scene tag anyway (cross-validated)", f"{stray:.3f}", "lower is better"),

@@ -4,6 +4,10 @@ from __future__ import annotations
 from .common import ApiSpec, ImageSpec, Param
 from .shapes import Wire
 
+# The wire's `suggestion` is whether the photo may be trusted as first-hand: "true" means NOT recaptured.
+# What a reader of a report or gallery is told instead:
+RECAPTURED = {"true": "no", "false": "yes", "uncertainty": "uncertain"}
+
 
 class Detail(Wire):
     label: str

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from imgrec.connectors.source import open_source
+from imgrec.schemas.recapture_detect import RECAPTURED
 
 from .job import Job
 from .formats import RUN_TABLE, query_run
@@ -76,7 +77,7 @@ def gallery(job: Job, images: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         key = row["key"]
         card = {**row, "thumb": None, "boxes": [], "after": [],
-                "verdict": next((v for (v,) in verdicts.get(key, []) if v), None),
+                "verdict": next((RECAPTURED.get(v, v) for (v,) in verdicts.get(key, []) if v), None),
                 "faces": sorted({f for (f,) in faces.get(key, []) if f})}
         try:
             picture = thumbnail(storage.read(key, limit=MAX_READ))

@@ -12,6 +12,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from imgrec.schemas.recapture_detect import RECAPTURED
 from imgrec.schemas.text import markdown_cell
 
 from .gallery import gallery
@@ -141,7 +142,8 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
                        "max": latency.max_ms if latency.count else None, "mean": latency.mean()},
         "latency_bars": latency.bars(),
         "error_codes": dict(codes.most_common()),
-        "top_tags": [[t, n] for t, n in top_tags], "recapture_verdicts": [[v, n] for v, n in verdicts],
+        "top_tags": [[t, n] for t, n in top_tags],
+        "recapture_verdicts": [[f"recaptured: {RECAPTURED.get(v, v)} ({v})", n] for v, n in verdicts],
         "faces": [[f, n] for f, n in faces],
         "images": per_image(job),
         "estimated_cost": estimated_cost(job, by_api),

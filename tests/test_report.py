@@ -176,3 +176,13 @@ def test_gallery_renders_in_headless_chromium(tmp_path):
     amber = ((pixels[..., 0] > 230) & (abs(pixels[..., 1].astype(int) - 158) < 20) & (pixels[..., 2] < 40)).sum()
     photo_pixels = (pixels.std(axis=2) > 25).sum()  # colourful thumbnails, not a white page
     assert yellow > 300 and amber > 50 and photo_pixels > 20_000
+
+
+def test_recapture_verdicts_read_as_recaptured_yes_or_no(tmp_path):
+    job, _ = _summary(tmp_path)
+    path = table_file(tmp_path, "recapture", job.run_date, job.run_id + "-s00000")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_table(path, "recapture", [{"run_id": job.run_id, "source": job.source, "key": k, "api": "recapture_detect",
+                                     "suggestion": s} for k, s in (("a", "true"), ("b", "true"), ("c", "false"))])
+    summary = summarize(job, 3, [ShardStats(shard=0, objects=3, status={"ok": 3})], datetime.now(timezone.utc))
+    assert summary["recapture_verdicts"] == [["recaptured: no (true)", 2], ["recaptured: yes (false)", 1]]

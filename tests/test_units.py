@@ -281,3 +281,16 @@ def test_a_url_runs_refused_hosts_name_the_allow_list():
     for _ in range(5):
         inline.attempt_failed(ApiError.of("AIS.0022"))  # inline: one bad URL says nothing of the service
     assert not inline.open
+
+
+def test_tags_rank_recognition_before_pixel_measures_and_name_each_thing_once():
+    from imgrec.engines.analysis import ranked
+    from imgrec.engines.scene import Candidate
+
+    tags = [Candidate("Black and white", "黑白", "concept", "concept", 100.0, pixel=True),
+            Candidate("airship", "飞艇", "vehicle", "object", 71.0),
+            Candidate("sports ball", "球", "goods", "object", 66.0),
+            Candidate("soccer ball", "球", "goods", "object", 80.0)]
+    assert [c.en for c in ranked(tags, 60, 10, "en")] == ["soccer ball", "airship", "sports ball", "Black and white"]
+    assert [c.zh for c in ranked(tags, 60, 10, "zh")] == ["球", "飞艇", "黑白"]  # one 球, the stronger one
+    assert [c.en for c in ranked(tags, 60, 2, "en")] == ["soccer ball", "airship"]

@@ -161,10 +161,18 @@ def _rescale(c: Candidate, scale: float) -> Candidate:
     return c
 
 
-def ranked(candidates: list[Candidate], threshold: float, limit: int) -> list[Candidate]:
-    kept = [c for c in candidates if c.confidence >= threshold]
-    kept.sort(key=lambda c: -c.confidence)
-    return kept[:limit]
+def ranked(candidates: list[Candidate], threshold: float, limit: int, language: str = "en") -> list[Candidate]:
+    """The answer's tags: at or above `threshold`, recognised things by confidence, then the pixel measures
+    (colours, darkness...) by theirs; one tag per name in the answer's language (two classes with one name,
+    such as two kinds of 球, give the stronger one), at most `limit`."""
+    kept = sorted((c for c in candidates if c.confidence >= threshold), key=lambda c: (c.pixel, -c.confidence))
+    seen: set[str] = set()
+    unique = []
+    for c in kept:
+        if label(c, language) not in seen:
+            seen.add(label(c, language))
+            unique.append(c)
+    return unique[:limit]
 
 
 def label(c: Candidate, language: str) -> str:

@@ -23,6 +23,9 @@ class Candidate:
     kind: str  # object | scene | concept (the V1 tagging "type")
     confidence: float  # 0-100
     boxes: list[tuple[float, float, float, float, float]] = field(default_factory=list)  # x, y, w, h, conf 0-100
+    # A measure of the pixels (a colour's share, darkness, greyness, text edges), not a probability that
+    # the photo shows something: it ranks after every recognised object and scene, whatever its value.
+    pixel: bool = False
 
 
 COLOURS = {  # name -> (en, zh)
@@ -69,7 +72,7 @@ def colour_shares(rgb: np.ndarray) -> dict[str, float]:
 
 
 def colour_tags(rgb: np.ndarray) -> list[Candidate]:
-    return [Candidate(COLOURS[name][0], COLOURS[name][1], "color", "concept", round(share * 100, 2))
+    return [Candidate(COLOURS[name][0], COLOURS[name][1], "color", "concept", round(share * 100, 2), pixel=True)
             for name, share in sorted(colour_shares(rgb).items(), key=lambda kv: -kv[1])
             if share >= MIN_COLOUR_SHARE and name in COLOURS]
 
@@ -82,11 +85,12 @@ def lighting_tags(rgb: np.ndarray) -> list[Candidate]:
     tags = []
     mean = float(luma.mean())
     if mean < 70:
-        tags.append(Candidate("Low light", "低光照", "scene", "scene", round((1 - mean / 70) * 100, 2)))
+        tags.append(Candidate("Low light", "低光照", "scene", "scene", round((1 - mean / 70) * 100, 2), pixel=True))
     hsv = cv2.cvtColor(thumb, cv2.COLOR_RGB2HSV)
     chroma = float(hsv[..., 1].astype(np.float32).mean() / 255.0)
     if chroma < 0.06:
-        tags.append(Candidate("Black and white", "黑白", "concept", "concept", round((1 - chroma / 0.06) * 100, 2)))
+        tags.append(Candidate("Black and white", "黑白", "concept", "concept", round((1 - chroma / 0.06) * 100, 2),
+                              pixel=True))
     return tags
 
 
@@ -136,7 +140,8 @@ def document_tags(rgb: np.ndarray) -> list[Candidate]:
     # Printed text puts 3-20% edge pixels on a page; photos of white walls have almost none.
     text_like = min(1.0, density / 0.03) if density < 0.25 else 0.0
     confidence = paper * text_like * 100
-    return [Candidate("Document", "文档", "concept", "concept", round(confidence, 2))] if confidence >= 20 else []
+    return [Candidate("Document", "文档", "concept", "concept", round(confidence, 2), pixel=True)] \
+        if confidence >= 20 else []
 
 
 def face_tags(faces, shape) -> list[Candidate]:

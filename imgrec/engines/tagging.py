@@ -44,7 +44,7 @@ class TaggingEngine:
         if self.objects_only:  # located things only: a tag whose every box is below the threshold is not one
             pool = [c for c in pool if any(box[4] >= params["threshold"] for box in c.boxes)]
         items = []
-        for c in ranked(pool, params["threshold"], params["limit"]):
+        for c in ranked(pool, params["threshold"], params["limit"], language):
             zh_type, en_type = CATEGORIES[c.category]
             fields = {"confidence": fmt_confidence(c.confidence), "type": zh_type if language == "zh" else en_type,
                       "tag": label(c, language), "i18n_tag": I18n(zh=c.zh, en=c.en)}
@@ -86,4 +86,4 @@ class ImageTaggingV1Engine(TaggingEngine):
     def items(self, analysis: Analysis, params: dict) -> list:
         return [self.tag_model(confidence=round(c.confidence, 2), tag=label(c, params["language"]), type=c.kind,
                           i18n_tag=I18n(zh=c.zh, en=c.en))
-                for c in ranked(analysis.candidates, params["threshold"], params["limit"])]
+                for c in ranked(analysis.candidates, params["threshold"], params["limit"], params["language"])]
