@@ -50,6 +50,22 @@ def _progress_bar(stop: threading.Event) -> None:
                 bar.update(task_id, total=run.progress.total or None, completed=run.progress.done)
 
 
+def _floors(given: list[str]) -> dict[str, float] | None:
+    """`--min-confidence image_tagging=50`: over the defaults, per API."""
+    if not given:
+        return None
+    from imgrec.schemas.run import RunParameters
+
+    floors = dict(RunParameters().min_confidence)
+    for item in given:
+        api, sep, value = item.partition("=")
+        try:
+            floors[api.strip()] = float(value)
+        except ValueError:
+            raise typer.BadParameter(f"--min-confidence {item!r}: give API=N, e.g. image_tagging_v1=60") from None
+    return floors
+
+
 def run(
     source: str = typer.Argument(..., help="A folder, s3://bucket/prefix or obs://bucket/prefix"),
     out: Optional[str] = typer.Option(None, help="Where tables, ledger and reports land: a folder (default "
@@ -85,6 +101,9 @@ def run(
                                            "Lines, CSV or text of keys or s3:// / obs:// URIs of the source"),
     dry_run: bool = typer.Option(False, help="List and plan, print the calls per API and the estimated cost; "
                                  "call nothing, write nothing"),
+    min_confidence: list[str] = typer.Option([], help="API=N: the tables keep that API's tags, boxes and faces "
+                                             "at confidence N (0-100) or more, repeatable (default: "
+                                             "image_tagging_v1=60; API=0 keeps everything)"),
     unit_price: Optional[float] = typer.Option(None, help="What one call costs, for the estimated cost "
                                                "(per API: [pipeline] unit_prices)"),
     config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TOML settings file"),
@@ -101,7 +120,7 @@ def run(
                  global_limit=global_limit, task_runner=task_runner, dask_address=dask_address, prefix=prefix,
                  modified_since=since, modified_until=until, force=force or None, include=include or None,
                  exclude=exclude or None, sniff=sniff or None, manifest=manifest, dry_run=dry_run or None,
-                 unit_price_per_call=unit_price)
+                 unit_price_per_call=unit_price, min_confidence=_floors(min_confidence))
     is_backfill = bool(prefix or since or until or force)
     try:  # checked here, before Prefect starts: a mistake fails in a second, in one line
         parameters = RunParameters(**{k: v for k, v in given.items() if v is not None})

@@ -46,6 +46,10 @@ class RunParameters(BaseModel):
     global_limit: str | None = None  # Prefect global concurrency limit: one rate across all workers
     shard_size: int = Field(200, ge=1)  # images per Prefect task
     params: dict[str, dict[str, Any]] = {}  # per-API request parameters: {image_tagging = {threshold = 30}}
+    # Per API, what the tables keep: tags, boxes and faces below this confidence (0-100) are not written. The
+    # wire keeps the reference's defaults, and v1 tagging's is threshold 0 (every candidate, ~18 per photo,
+    # most of them wrong): its rows are floored at v2's default threshold, 60. {} keeps all an API answers.
+    min_confidence: dict[str, float] = {"image_tagging_v1": 60.0}
     task_runner: Literal["threads", "dask"] = "threads"  # dask: shards on a Dask cluster
     dask_address: str | None = None  # an existing scheduler, e.g. tcp://scheduler:8786 (None: a local one)
     prefix: str = ""  # only keys under this prefix (joined to the source's own prefix)
@@ -102,6 +106,16 @@ class RunParameters(BaseModel):
         # Each API once (a repeated name would write its rows twice), in the reference's order: the tagging
         # APIs then come before main-object detection, which reuses their analysis pass.
         return [api for api in CATALOG_APIS if api in apis]
+
+    @field_validator("min_confidence")
+    @classmethod
+    def _floors(cls, floors: dict[str, float]) -> dict[str, float]:
+        for api, floor in floors.items():
+            if api not in CATALOG_APIS:
+                raise ValueError(f"min_confidence for {api!r}: catalog APIs are {', '.join(CATALOG_APIS)}")
+            if not 0 <= floor <= 100:
+                raise ValueError(f"min_confidence for {api}: a confidence is 0-100")
+        return floors
 
     @field_validator("unit_prices")
     @classmethod

@@ -26,6 +26,7 @@ class Context:
     params: dict[str, Any] = field(default_factory=dict)
     # For image-out APIs: store the output image, return its URI.
     write_output: Callable[[str, str, bytes, str], str] | None = None
+    min_confidence: float = 0.0  # the run's floor for this API (RunParameters.min_confidence), 0-100
 
     def base(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "source": self.source, "key": self.key, "api": self.api}
@@ -96,5 +97,16 @@ NORMALIZERS: dict[str, Callable[[Any, Context], Rows]] = {
 }
 
 
+FLOORED = ("tags", "detections", "faces", "main_objects")  # the tables whose rows carry a 0-100 confidence
+
+
 def normalize(spec: ApiSpec, response: Any, ctx: Context) -> Rows:
-    return NORMALIZERS[spec.tables[0]](response, ctx)
+    """The answer's rows; those below the run's floor for the API are not written (tags re-ranked 1..n)."""
+    rows = NORMALIZERS[spec.tables[0]](response, ctx)
+    if ctx.min_confidence > 0:
+        for table in FLOORED:
+            if table in rows:
+                rows[table] = [r for r in rows[table] if (r["confidence"] or 0) >= ctx.min_confidence]
+        for rank, row in enumerate(rows.get("tags", []), start=1):
+            row["rank"] = rank
+    return rows

@@ -277,7 +277,8 @@ class ShardWorker:
         """The answer's rows in their tables and the ledger's entry; an answer that cannot be stored is this
         image's error, not the shard's."""
         ctx = Context(self.job.run_id, self.source.uri, obj["key"], api, read.info.width if read.info else 0,
-                      read.info.height if read.info else 0, self.params[api], self._write_output)
+                      read.info.height if read.info else 0, self.params[api], self._write_output,
+                      self.job.min_confidence.get(api, 0.0))
         try:
             rows = normalize(schemas.spec(api), result.response, ctx)
         except OSError as exc:

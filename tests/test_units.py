@@ -294,3 +294,20 @@ def test_tags_rank_recognition_before_pixel_measures_and_name_each_thing_once():
     assert [c.en for c in ranked(tags, 60, 10, "en")] == ["soccer ball", "airship", "sports ball", "Black and white"]
     assert [c.zh for c in ranked(tags, 60, 10, "zh")] == ["球", "飞艇", "黑白"]  # one 球, the stronger one
     assert [c.en for c in ranked(tags, 60, 2, "en")] == ["soccer ball", "airship"]
+
+
+def test_a_runs_floor_keeps_the_tables_free_of_low_confidence_rows():
+    from imgrec.schemas import image_tagging_v1
+    from imgrec.schemas.shapes import I18n
+    from imgrec.tasks.normalize import Context, normalize
+
+    spec = image_tagging_v1.SPEC
+    answer = spec.response(result=image_tagging_v1.Result(tags=[
+        image_tagging_v1.Tag(confidence=c, tag=t, type="object", i18n_tag=I18n(zh=t, en=t))
+        for t, c in (("cat", 91.0), ("kite", 12.5), ("sofa", 64.0))]))
+    floored = normalize(spec, answer, Context("r", "s", "k", spec.name, 10, 10, min_confidence=60.0))
+    assert [(r["tag"], r["rank"]) for r in floored["tags"]] == [("cat", 1), ("sofa", 2)]
+    assert len(normalize(spec, answer, Context("r", "s", "k", spec.name, 10, 10))["tags"]) == 3
+    assert RunParameters().min_confidence == {"image_tagging_v1": 60.0}  # the documented default
+    with pytest.raises(ValueError, match="0-100"):
+        RunParameters(min_confidence={"image_tagging": 101})
