@@ -164,9 +164,10 @@ def per_image(job: Job) -> list[dict[str, Any]]:
     for key, api, code, message in query_run(job, "errors", f"SELECT key, api, error_code, error_msg FROM {RUN_TABLE} "
             "WHERE run_id = $run_id AND list_contains($keys, key)", keys=keys):
         errors.setdefault(key, {})[api] = (code or "", message or "")
-    tags = dict(query_run(job, "tags", "SELECT key, list(name ORDER BY best DESC)[1:6] FROM (SELECT key, coalesce(tag_en, tag) AS "
-        f"name, max(confidence) AS best FROM {RUN_TABLE} WHERE run_id = $run_id AND list_contains($keys, key) "
-        "GROUP BY 1, 2) GROUP BY key", keys=keys))
+    # in the APIs' own order (recognised things first, pixel measures after), the best rank any API gave
+    tags = dict(query_run(job, "tags", "SELECT key, list(name ORDER BY first, best DESC)[1:6] FROM (SELECT key, "
+        f"coalesce(tag_en, tag) AS name, min(rank) AS first, max(confidence) AS best FROM {RUN_TABLE} "
+        "WHERE run_id = $run_id AND list_contains($keys, key) GROUP BY 1, 2) GROUP BY key", keys=keys))
     rows = []
     for key, status in images:
         failed = errors.get(key, {})
