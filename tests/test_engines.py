@@ -248,3 +248,24 @@ def test_analysis_is_shared_by_concurrent_requests_and_failures_are_not_kept():
     for name in ("astronaut", "chelsea", "coffee", "astronaut"):
         analyse(small, encode(photo(name)))
     assert small.passes == 4  # astronaut was evicted by the time it came back
+
+
+def test_recapture_features_are_the_full_sorts_figures():
+    """The spectral features use precomputed band bins and one partial sort per band: the same numbers as the
+    plain definition (every bin of the band sorted), so the trained head sees what it was trained on."""
+    from imgrec.engines import recapture_features as rf
+
+    def plain(patches):  # the definition, as the head was trained
+        feats = np.zeros((len(patches), 2 * (len(rf.BANDS) - 1)), np.float32)
+        for k, patch in enumerate(patches):
+            power = np.abs(np.fft.fft2((patch - patch.mean()) * rf._WINDOW)) ** 2 + 1e-9
+            for b in range(len(rf.BANDS) - 1):
+                band = power[(rf._RADIUS >= rf.BANDS[b]) & (rf._RADIUS < rf.BANDS[b + 1])]
+                top = np.sort(band)[-max(1, band.size // 500):]
+                feats[k, 2 * b], feats[k, 2 * b + 1] = np.log(band.max() / np.median(band)), top.sum() / band.sum()
+        return list(feats.max(axis=0))
+
+    for name in ("chelsea", "coffee", "rocket"):
+        grey = photo(name).astype(np.float32).mean(axis=2) / 255
+        patches = rf._patches(grey - grey.mean())
+        np.testing.assert_allclose(rf._spectral(patches), plain(patches), rtol=1e-5)
