@@ -40,8 +40,14 @@ def test_tagging_respects_threshold_limit_language(registry):
     everything = run(registry, "image_tagging", data, threshold=0.0)["tags"]
     limited = run(registry, "image_tagging", data, threshold=0.0, limit=3)["tags"]
     assert [t["tag"] for t in limited] == [t["tag"] for t in everything[:3]]
-    confidences = [float(t["confidence"]) for t in everything]
-    assert confidences == sorted(confidences, reverse=True)
+    from imgrec.engines.scene import COLOURS
+
+    pixel = {en for en, _ in COLOURS.values()} | {"Black and white", "Low light", "Document"}
+    kinds = [t["i18n_tag"]["en"] in pixel for t in everything]
+    assert kinds == sorted(kinds) and any(kinds)  # what the photo shows first, then the pixel measures
+    for is_pixel in (False, True):
+        confidences = [float(t["confidence"]) for t, k in zip(everything, kinds) if k == is_pixel]
+        assert confidences == sorted(confidences, reverse=True)
     strict = run(registry, "image_tagging", data, threshold=85.0)["tags"]
     assert strict and all(float(t["confidence"]) >= 85 for t in strict)
     english = run(registry, "image_tagging", data, threshold=80.0, language="en")["tags"]
