@@ -107,25 +107,18 @@ class RunParameters(BaseModel):
         # APIs then come before main-object detection, which reuses their analysis pass.
         return [api for api in CATALOG_APIS if api in apis]
 
-    @field_validator("min_confidence")
+    @field_validator("min_confidence", "unit_prices")
     @classmethod
-    def _floors(cls, floors: dict[str, float]) -> dict[str, float]:
-        for api, floor in floors.items():
+    def _per_api_numbers(cls, given: dict[str, float], info) -> dict[str, float]:
+        """A confidence 0-100, or a price (finite, >= 0), for each named catalog API."""
+        top = 100.0 if info.field_name == "min_confidence" else float("inf")
+        for api, value in given.items():
             if api not in CATALOG_APIS:
-                raise ValueError(f"min_confidence for {api!r}: catalog APIs are {', '.join(CATALOG_APIS)}")
-            if not 0 <= floor <= 100:
-                raise ValueError(f"min_confidence for {api}: a confidence is 0-100")
-        return floors
-
-    @field_validator("unit_prices")
-    @classmethod
-    def _prices(cls, prices: dict[str, float]) -> dict[str, float]:
-        for api, price in prices.items():
-            if api not in CATALOG_APIS:
-                raise ValueError(f"unit_prices for {api!r}: catalog APIs are {', '.join(CATALOG_APIS)}")
-            if not (0 <= price < float("inf")):
-                raise ValueError(f"unit_prices for {api}: a price is a finite number >= 0")
-        return prices
+                raise ValueError(f"{info.field_name} for {api!r}: catalog APIs are {', '.join(CATALOG_APIS)}")
+            if not (0 <= value <= top and value < float("inf")):
+                raise ValueError(f"{info.field_name} for {api}: " + (
+                    "a confidence is 0-100" if top == 100 else "a price is a finite number >= 0"))
+        return given
 
     def unit_price(self, api: str) -> float:
         return self.unit_prices.get(api, self.unit_price_per_call)
