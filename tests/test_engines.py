@@ -275,3 +275,25 @@ def test_recapture_features_are_the_full_sorts_figures():
         grey = photo(name).astype(np.float32).mean(axis=2) / 255
         patches = rf._patches(grey - grey.mean())
         np.testing.assert_allclose(rf._spectral(patches), plain(patches), rtol=1e-5)
+
+
+def test_the_classifier_speaks_against_a_detector_animal_it_contradicts():
+    """A confident tarantula is evidence against "bird"; a dog photo is not evidence against "dog"; a
+    giraffe (no ImageNet class) is never contradicted."""
+    from imgrec.engines.analysis import weaken
+    from imgrec.engines.classifier import classifier
+    from imgrec.engines.scene import Candidate
+
+    model = classifier(Settings.load().models_dir)
+    index = {c.en: c.index for c in model.classes}
+    probs = np.zeros(len(model.classes))
+    probs[index["tarantula"]] = 0.9
+    probs[next(c.index for c in model.classes if c.category != "animal")] = 0.1
+    against = model.contradicted(probs)
+    assert against["bird"] == pytest.approx(0.1) and "giraffe" not in against
+    probs[index["tarantula"]], probs[index["tabby cat"]] = 0.3, 0.6
+    assert "cat" not in model.contradicted(probs)  # its own classes hold the belief
+    bird = Candidate("bird", "鸟", "animal", "object", 98.0, [(0, 0, 10, 10, 90.0)])
+    giraffe = Candidate("giraffe", "长颈鹿", "animal", "object", 95.0)
+    weaken([bird, giraffe], against)
+    assert (bird.confidence, bird.boxes[0][4], giraffe.confidence) == (9.8, 9.0, 95.0)
