@@ -11,7 +11,7 @@ import stat as stat_module
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from .buckets import bucket_client
 
@@ -42,8 +42,9 @@ class Source(Protocol):
     # than reading a small file); bucket objects: one, since each GET waits on the network.
     read_batch: int
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object under `prefix`, in key order, whatever its name (the run's listing picks images)."""
+    def list(self, prefix: str = "", take: Callable[[str], bool] | None = None) -> Iterator[ObjectInfo]:
+        """Every object under `prefix` in key order, or those whose keys `take` accepts (asked before an
+        entry is examined: the run's listing decides by name without a stat per file it passes over)."""
 
     def stat(self, key: str) -> ObjectInfo:
         """One named object (a manifest's entry); one the source does not have comes back with a problem."""
@@ -100,9 +101,9 @@ class FolderSource:
                 raise PermissionError(f"key {key!r} leads out of the source folder")
         return path
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every entry under the root, in key order. Entries that cannot be read as a regular file inside the
-        folder are listed with their `problem`, never skipped silently or opened."""
+    def list(self, prefix: str = "", take: Callable[[str], bool] | None = None) -> Iterator[ObjectInfo]:
+        """Every entry under the root (that `take` accepts), in key order. Entries that cannot be read as a
+        regular file inside the folder are listed with their `problem`, never skipped silently or opened."""
         wanted = join_prefix("", prefix)
         unreadable: list[str] = []
         walk = os.walk(self.root, onerror=lambda err: unreadable.append(err.filename or ""))
@@ -116,7 +117,7 @@ class FolderSource:
             for name in sorted(filenames):
                 path = Path(dirpath) / name
                 key = _key_of(path, self.root)
-                if key.startswith(wanted):
+                if key.startswith(wanted) and (take is None or take(key)):
                     yield self._entry(path, key)
         for folder in unreadable:  # the root's own sub-folders reported after the last step
             yield _problem(_key_of(Path(folder), self.root) + "/", "the folder cannot be read", retryable=True)
@@ -206,13 +207,13 @@ class BucketSource:
         self.uri = uri
         self.client, self.bucket, self.prefix = bucket_client(uri, region)
 
-    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+    def list(self, prefix: str = "", take: Callable[[str], bool] | None = None) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=join_prefix(self.prefix, prefix),
                                        PaginationConfig={"PageSize": 1000}):
             for item in page.get("Contents", []):
                 key = item["Key"]
-                if not key.endswith("/"):  # a folder marker
+                if not key.endswith("/") and (take is None or take(key)):  # not a folder marker
                     yield ObjectInfo(key, int(item["Size"]), item.get("ETag", "").strip('"'), item["LastModified"])
 
     def stat(self, key: str) -> ObjectInfo:

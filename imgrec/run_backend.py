@@ -133,7 +133,7 @@ def resolve_run(flow: str, run: RunParameters) -> tuple[Job, Settings]:
     config = str(settings.config_file) if settings.config_file else None
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
     job = Job.create(flow, run_id, merged, enabled_apis(merged.backend, settings), config)
-    if job.mode == "url" and not job.source.startswith(("s3://", "obs://")):
+    if job.mode == "url" and not is_bucket(job.source):
         raise ValueError("--mode url sends presigned URLs of bucket objects: give an s3:// or obs:// source")
     if not is_bucket(job.source) and not Path(job.source).is_dir():
         raise ValueError(f"source {job.source!r} is not a folder (or s3://bucket/prefix, obs://bucket/prefix)")

@@ -67,17 +67,26 @@ def list_objects(source: Source, job: Job) -> Listing:
 
 def _taken(source: Source, job: Job, counts: Listing) -> Iterator[ObjectInfo]:
     named = job.manifest is not None
-    objects = (source.stat(key) for key in manifest_keys(job.manifest, source)) if named else source.list(job.prefix)
+
+    def by_key(key: str) -> bool:  # decided from the key alone, before the source examines the object
+        if not wanted_key(key, job.include, job.exclude):
+            counts.excluded += 1
+            return False
+        if named or job.sniff or is_image_key(key):
+            return True
+        counts.not_images += 1
+        return False
+
+    objects = (source.stat(key) for key in manifest_keys(job.manifest, source) if by_key(key)) if named \
+        else source.list(job.prefix, by_key)
     for obj in objects:
         if not obj.problem and ((job.modified_since and obj.last_modified < job.modified_since) or
                                 (job.modified_until and obj.last_modified >= job.modified_until)):
             counts.out_of_range += 1
-        elif not wanted_key(obj.key, job.include, job.exclude):
-            counts.excluded += 1
-        elif named or obj.problem or is_image_key(obj.key) or (job.sniff and _sniffed(source, obj)):
+        elif named or obj.problem or is_image_key(obj.key) or _sniffed(source, obj):
             yield obj
         else:
-            counts.not_images += 1
+            counts.not_images += 1  # sniffed: not an image's first bytes
 
 
 def wanted_key(key: str, include: list[str], exclude: list[str]) -> bool:
@@ -92,7 +101,7 @@ def _sniffed(source: Source, obj: ObjectInfo) -> bool:
     if obj.size == 0:
         return False
     try:
-        return looks_like_image(source.read(obj.key, SNIFF_BYTES - 1)[:SNIFF_BYTES])
+        return looks_like_image(source.read(obj.key, SNIFF_BYTES - 1))  # at most SNIFF_BYTES
     except Exception:  # noqa: BLE001 - unreadable now: taken, so that its read fails as the run's error row
         return True
 
@@ -108,10 +117,10 @@ def manifest_keys(manifest: str, source: Source) -> Iterator[str]:
         values = (row if isinstance(row, str) else next((row[f] for f in MANIFEST_FIELDS if f in row), None)
                   for row in rows)
     elif name.endswith(".csv"):
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, [])
+        rows = [row for row in csv.reader(io.StringIO(text)) if row]
+        header = rows[0] if rows else []
         column = next((header.index(f) for f in MANIFEST_FIELDS if f in header), None)
-        values = (row[column or 0] for row in ([] if column is not None else [header]) + list(reader) if row)
+        values = (row[column or 0] for row in (rows[1:] if column is not None else rows))
     else:
         values = (line.strip() for line in text.splitlines())
     seen: set[str] = set()
