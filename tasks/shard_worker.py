@@ -103,15 +103,15 @@ def output_name(api: str, key: str, fmt: str) -> str:
 
 
 class _Reader:
-    """Reads a shard's objects for its workers, `storage.read_batch` objects per thread hop.
+    """Reads a shard's objects for its workers, `source.read_batch` objects per thread hop.
 
     Workers ask in manifest order (the semaphore is first-come first-served), so a batch read ahead is used
     right away: at most one batch more than `concurrency` images is held in memory.
     """
 
-    def __init__(self, storage: Source, keys: list[str], head_only: bool, limit: int | None = None):
-        self._fetch = (lambda key: _read_head(storage, key)) if head_only else (lambda key: storage.read(key, limit))
-        self._batch = max(1, int(getattr(storage, "read_batch", 1)))
+    def __init__(self, source: Source, keys: list[str], head_only: bool, limit: int | None = None):
+        self._fetch = (lambda key: _read_head(source, key)) if head_only else (lambda key: source.read(key, limit))
+        self._batch = max(1, int(getattr(source, "read_batch", 1)))
         self._keys = keys
         self._index = {key: i for i, key in enumerate(keys)}
         self._scheduled = [False] * len(keys)
@@ -360,6 +360,6 @@ async def _within(read) -> bytes:
                        retryable=True) from None
 
 
-def _read_head(storage: Source, key: str) -> bytes:
-    reader = getattr(storage, "read_head", None)
-    return reader(key, HEAD_BYTES) if reader else storage.read(key, HEAD_BYTES - 1)[:HEAD_BYTES]
+def _read_head(source: Source, key: str) -> bytes:
+    reader = getattr(source, "read_head", None)
+    return reader(key, HEAD_BYTES) if reader else source.read(key, HEAD_BYTES - 1)[:HEAD_BYTES]
