@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from imgrec.schemas.common import ImageInfo
 from imgrec.schemas.errors import ApiError
+from imgrec.schemas.similar import Fingerprint
 
 
 @dataclass
@@ -57,3 +58,10 @@ class RecognitionBackend(Protocol):
         in-process; over HTTP the service reads it on its side). `watch`: told of each attempt."""
 
     async def aclose(self) -> None: ...
+
+
+class Fingerprinter(Protocol):
+    """Makes an image's fingerprint for near-duplicate search (schemas/similar.py), in this process whatever
+    the backend: the in-process one reuses the tagging pass's analysis of the same bytes."""
+
+    async def fingerprint(self, image: bytes, image_info: ImageInfo) -> Fingerprint: ...

@@ -21,7 +21,7 @@ from imgrec.logs import install as install_log_redaction
 from imgrec.connectors.ratelimit import ensure_global_limit
 from imgrec.connectors.source import IMAGE_SUFFIXES, open_source
 from imgrec.settings import Settings
-from imgrec.tasks import damage, formats, listing, planning, progress, report, run_context, shard_worker, writing
+from imgrec.tasks import damage, formats, listing, planning, progress, report, run_context, shard_worker, similar, writing
 from imgrec.schemas.run import RunParameters, is_bucket
 from imgrec.tasks.job import Job
 
@@ -52,18 +52,36 @@ def plan_shards_task(job: Job, publish: bool = True) -> list[planning.Shard]:
 
 @task(name="recognize-shard", cache_policy=NONE, retries=2, retry_delay_seconds=2)
 async def recognize_shard_task(job: Job, shard: planning.Shard) -> dict[str, Any]:
-    async with run_backend.borrowed(_settings(job.config), job) as backend:
-        stats = await shard_worker.recognize_shard(shard.index, shard.path, job, _source(job.source), backend)
+    settings = _settings(job.config)
+    async with run_backend.borrowed(settings, job) as backend:
+        stats = await shard_worker.recognize_shard(shard.index, shard.path, job, _source(job.source), backend,
+                                                   run_backend.fingerprinter(settings, job))
     return stats.to_dict()
+
+
+@task(name="near-duplicates", cache_policy=NONE)
+def near_duplicates_task(job: Job) -> dict[str, int]:
+    """The run's fingerprints into the catalog's index, their new near-duplicate pairs into the table."""
+    logger = get_run_logger()
+    try:
+        found = similar.find_near_duplicates(job, formats.format_of(job))
+    except Exception as exc:  # the fingerprints are in the embeddings table: the next run indexes them
+        logger.warning("near-duplicates not searched this run (%s: %s); the next run adds this run's "
+                       "fingerprints to the index", type(exc).__name__, exc)
+        return {"failed": 1}
+    logger.info("near-duplicates: %d images fingerprinted, %d new pairs (%d exact copies); %d images "
+                          "in the index", found["fingerprinted"], found["pairs"], found["exact"], found["indexed"])
+    return found
 
 
 @task(name="report", cache_policy=NONE)
 def report_task(job: Job, listed: listing.Listing, shard_stats: list[dict[str, Any]],
-                quarantined: list[str] | None = None) -> dict[str, Any]:
+                quarantined: list[str] | None = None, duplicates: dict[str, int] | None = None) -> dict[str, Any]:
     stats = [shard_worker.ShardStats.from_dict(s) for s in shard_stats]
     summary = report.summarize(job, listed.listed, stats, datetime.now(timezone.utc))
     summary["quarantined"] = quarantined or []
     summary["passed_over"] = report.passed_over(listed)
+    summary["near_duplicates"] = duplicates
     report.write_runs_row(job, summary)
     formats.format_of(job).ensure(job.run_date, job.run_id)  # tables this run left empty read all the same
     try:
@@ -186,7 +204,8 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
             stats = await _run_shards(job, settings, shards)
         finally:
             reporting.cancel()
-        summary = report_task(job, listed, list(stats), quarantined)
+        duplicates = near_duplicates_task(job) if job.fingerprints else None
+        summary = report_task(job, listed, list(stats), quarantined, duplicates)
         if output.local_root is None:  # a bucket output's local copies (listing, ledger, tables) are spent
             shutil.rmtree(job.work_dir, ignore_errors=True)
     logger.info("run %s finished: %s", job.run_id, summary["status"])

@@ -104,6 +104,11 @@ def run(
     min_confidence: list[str] = typer.Option([], help="API=N: the tables keep that API's tags, boxes and faces "
                                              "at confidence N (0-100) or more, repeatable (default: "
                                              "image_tagging_v1=60; API=0 keeps everything)"),
+    similar: bool = typer.Option(True, help="Fingerprint new and changed images (inline mode) and find their "
+                                 "near-duplicates in the whole catalog: the embeddings and near_duplicates "
+                                 "tables (--no-similar: neither)"),
+    similar_threshold: Optional[float] = typer.Option(None, help="Pairs at this fingerprint similarity or more "
+                                                      "(0-1, cosine; default 0.85) are near-duplicates"),
     unit_price: Optional[float] = typer.Option(None, help="What one call costs, for the estimated cost "
                                                "(per API: [pipeline] unit_prices)"),
     config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TOML settings file"),
@@ -120,7 +125,8 @@ def run(
                  global_limit=global_limit, task_runner=task_runner, dask_address=dask_address, prefix=prefix,
                  modified_since=since, modified_until=until, force=force or None, include=include or None,
                  exclude=exclude or None, sniff=sniff or None, manifest=manifest, dry_run=dry_run or None,
-                 unit_price_per_call=unit_price, min_confidence=_floors(min_confidence))
+                 unit_price_per_call=unit_price, min_confidence=_floors(min_confidence),
+                 similar=None if similar else False, similar_threshold=similar_threshold)
     is_backfill = bool(prefix or since or until or force)
     try:  # checked here, before Prefect starts: a mistake fails in a second, in one line
         parameters = RunParameters(**{k: v for k, v in given.items() if v is not None})

@@ -9,6 +9,7 @@ from imgrec import schemas
 from imgrec.connectors.backend import CallResult, CallWatch, Limiter
 from imgrec.schemas.common import ImageInfo
 from imgrec.schemas.errors import ApiError
+from imgrec.schemas.similar import Fingerprint
 
 from .engines.base import ImageOutput
 from .recognizer import Recognizer
@@ -45,3 +46,15 @@ class InProcessBackend:
 
     async def aclose(self) -> None:
         pass  # the recognizer (engines, models, threads) lives as long as the process
+
+
+class LocalFingerprinter:
+    """Fingerprints on the recognizer's engine threads, from its analyser: an image a tagging API of the
+    same process just analysed is not classified again."""
+
+    def __init__(self, recognizer: Recognizer):
+        self.recognizer = recognizer
+
+    async def fingerprint(self, image: bytes, image_info: ImageInfo) -> Fingerprint:
+        analyser = self.recognizer.registry.analyser
+        return await self.recognizer.run_in_pool(analyser.fingerprint, image, image_info)

@@ -52,11 +52,15 @@ class Recognizer:
                 parsed.image_info = inspect_image(data, spec.image)
             else:  # read by the caller (the pipeline's pre-validation): only this endpoint's limits
                 check_image_info(parsed.image_info, len(data), spec.image)
+        return await self.run_in_pool(engine.run, data, parsed, name=parsed.api)
+
+    async def run_in_pool(self, work, *args, name: str = "fingerprint") -> Any:
+        """`work(*args)` on the engine threads; a crash inside is AIS.0505, logged with its traceback."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, engine.run, data, parsed)
+            return await loop.run_in_executor(self._pool, work, *args)
         except ApiError:
             raise
         except Exception:
-            log.exception("engine %s failed", parsed.api)
+            log.exception("engine %s failed", name)
             raise ApiError.of("AIS.0505") from None

@@ -17,7 +17,7 @@ from typing import AsyncIterator
 from urllib.parse import urlsplit
 
 from imgrec import schemas
-from imgrec.connectors.backend import RecognitionBackend
+from imgrec.connectors.backend import Fingerprinter, RecognitionBackend
 from imgrec.connectors.client import AkSk, ApiClient, RetryPolicy
 from imgrec.connectors.endpoints import Endpoints
 from imgrec.connectors.iam import PasswordCredentials, TokenProvider
@@ -56,8 +56,7 @@ def http_backend(settings: Settings, job: Job) -> ApiClient:
                      prevalidate=False)  # the pipeline checks each image per endpoint before calling
 
 
-def local_backend(settings: Settings, job: Job) -> RecognitionBackend:
-    from .inprocess_backend import InProcessBackend
+def _recognizer(settings: Settings, job: Job):
     from .recognizer import Recognizer
 
     with _lock:
@@ -65,7 +64,20 @@ def local_backend(settings: Settings, job: Job) -> RecognitionBackend:
         if recognizer is None:
             threads = max(1, min(job.concurrency, 4))
             recognizer = _recognizers[settings.config_file] = Recognizer(settings, threads=threads)
-    return InProcessBackend(recognizer, limiter=limiter_for(job.rate_per_second, job.global_limit))  # type: ignore[arg-type]
+    return recognizer
+
+
+def local_backend(settings: Settings, job: Job) -> RecognitionBackend:
+    from .inprocess_backend import InProcessBackend
+
+    return InProcessBackend(_recognizer(settings, job), limiter=limiter_for(job.rate_per_second, job.global_limit))  # type: ignore[arg-type]
+
+
+def fingerprinter(settings: Settings, job: Job) -> Fingerprinter | None:
+    """The run's fingerprints are made in this process whatever its backend (None: the run makes none)."""
+    from .inprocess_backend import LocalFingerprinter
+
+    return LocalFingerprinter(_recognizer(settings, job)) if job.fingerprints else None
 
 
 def open_backend(settings: Settings, job: Job) -> RecognitionBackend:
@@ -151,4 +163,9 @@ def resolve_run(flow: str, run: RunParameters) -> tuple[Job, Settings]:
         client = settings.client  # no credentials fails here, not on every call
         if not (client.access_key and client.secret_key) and not (client.iam_user and client.iam_password):
             raise ValueError(NO_CREDENTIALS)
+    if job.fingerprints:
+        from .engines.fingerprint import fingerprint_problem
+
+        if problem := fingerprint_problem(settings):
+            raise ValueError(f"near-duplicates need the local classifier: {problem} (or run with --no-similar)")
     return job, settings

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from . import SPECS, CATALOG_APIS, spec
+from .similar import THRESHOLD as SIMILAR_THRESHOLD
 from .errors import ApiError
 
 
@@ -61,6 +62,10 @@ class RunParameters(BaseModel):
     # A file (or s3:// / obs:// object) naming the objects to take instead of listing: JSON Lines, CSV or text
     # of keys (as the tables record them) or s3:// / obs:// URIs of the source's bucket
     manifest: str | None = None
+    # Fingerprint every new or changed image (inline mode) and find its near-duplicates in the whole catalog
+    # so far: the embeddings and near_duplicates tables (schemas/similar.py)
+    similar: bool = True
+    similar_threshold: float = Field(SIMILAR_THRESHOLD, gt=0, le=1, allow_inf_nan=False)  # cosine, 0..1
     dry_run: bool = False  # list and plan, print the calls and the estimated cost; call nothing, write nothing
     modified_since: datetime | None = None  # only objects last modified at or after
     modified_until: datetime | None = None  # ... and before

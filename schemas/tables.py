@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from .similar import DIMENSIONS
+
 TS = pa.timestamp("us", tz="UTC")
 
 _KEYS = [
@@ -86,6 +88,28 @@ TABLES: dict[str, pa.Schema] = {
         pa.field("retryable", pa.bool_()),
         pa.field("request_id", pa.string()),
         pa.field("last_attempt_at", TS),
+    ]),
+    # One row per image fingerprinted (schemas/similar.py): new and changed images of each run.
+    "embeddings": pa.schema([
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("etag", pa.string()),
+        pa.field("digest", pa.string()),  # SHA-256 of the bytes
+        pa.field("vector", pa.list_(pa.float32(), DIMENSIONS)),  # unit length: a dot product is the cosine
+        pa.field("phash", pa.int64()),
+        pa.field("model", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("preprocessing", pa.string()),
+    ]),
+    # One row per unordered pair found (key_a < key_b), by the run that found it; pairs found stay.
+    "near_duplicates": pa.schema([
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("key_a", pa.string(), nullable=False),
+        pa.field("key_b", pa.string(), nullable=False),
+        pa.field("similarity", pa.float64()),  # the fingerprints' cosine, 0..1 (1: the same picture)
+        pa.field("kind", pa.string()),  # exact: the same bytes; near: everything else
     ]),
     "runs": pa.schema([
         pa.field("run_id", pa.string(), nullable=False),

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from imgrec import schemas
 from imgrec.connectors.output import Output, open_output
+from imgrec.schemas import similar
 from imgrec.schemas.run import RunParameters, is_bucket
 
 
@@ -66,11 +67,23 @@ class Job(RunParameters):
     def run_date(self) -> str:
         return self.started_at.strftime("%Y-%m-%d")
 
+    @property
+    def fingerprints(self) -> bool:
+        """Whether this run fingerprints its images: asked for, and their bytes in hand (inline mode)."""
+        return self.similar and self.mode == "inline"
+
+    @property
+    def work(self) -> list[str]:
+        """What each planned image may need, in the ledger's names: the APIs, then its fingerprint."""
+        return self.apis + ([similar.WORK] if self.fingerprints else [])
+
     def resolved_params(self, api: str) -> dict[str, Any]:
         """The request parameters as the service will apply them (defaults filled)."""
         return schemas.spec(api).resolve_params(self.params.get(api, {}))
 
     def params_hash(self, api: str) -> str:
+        if api == similar.WORK:  # a new fingerprint model or version fingerprints every image again
+            return hashlib.sha256(f"{api}:{similar.MODEL}:{similar.VERSION}".encode()).hexdigest()[:16]
         text = json.dumps(self.resolved_params(api), sort_keys=True)
         return hashlib.sha256(f"{api}:{text}".encode()).hexdigest()[:16]
 

@@ -16,6 +16,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from imgrec.connectors.output import local_copies
+from imgrec.schemas import similar
 from imgrec.schemas.run import is_bucket
 
 from .formats.parquet import arrow_table
@@ -35,8 +36,9 @@ class Shard:
     index: int
     path: str  # manifest Parquet in the run's output: key, size, etag, last_modified, fingerprint, problem(_retryable), pending
     objects: int
-    pending_calls: int
+    pending_calls: int  # to the backend; fingerprints are made here, not called for
     calls_by_api: dict[str, int] = field(default_factory=dict)
+    fingerprints: int = 0
 
 
 def plan_shards(job: Job, publish: bool = True) -> list[Shard]:
@@ -57,7 +59,7 @@ def plan_shards(job: Job, publish: bool = True) -> list[Shard]:
         str(f) for f in local_copies(job.output, ledger_names(job.output), job.work_dir / "ledger")]
     con = duckdb.connect(config={"memory_limit": "128MB", "threads": 1, "preserve_insertion_order": False})
     con.execute("CREATE TEMP TABLE wanted(api VARCHAR, params_hash VARCHAR)")
-    con.executemany("INSERT INTO wanted VALUES (?, ?)", [(api, job.params_hash(api)) for api in job.apis])
+    con.executemany("INSERT INTO wanted VALUES (?, ?)", [(api, job.params_hash(api)) for api in job.work])
     done = ("SELECT DISTINCT api, params_hash, key, fingerprint FROM read_parquet($ledgers) "
             "WHERE hash(key) % $partitions = $partition" if ledgers else
             "SELECT NULL::VARCHAR AS api, NULL::VARCHAR AS params_hash, NULL::VARCHAR AS key, "
@@ -80,8 +82,8 @@ def plan_shards(job: Job, publish: bool = True) -> list[Shard]:
             END AS shard
         FROM plan ORDER BY shard, key"""
     partitions = max(1, math.ceil(listed / PARTITION_ROWS))
-    # (skipped, partition, local shard, file, objects, calls per API)
-    pieces: list[tuple[bool, int, int, Path, int, Counter]] = []
+    # (skipped, partition, local shard, file, objects, calls per API, fingerprints)
+    pieces: list[tuple[bool, int, int, Path, int, Counter, int]] = []
     for partition in range(partitions):
         params = {"listing": files, "partitions": partitions, "partition": partition,
                   "shard_size": int(job.shard_size), "skipped": SKIPPED, "skipped_size": SKIPPED_SHARD_SIZE}
@@ -99,13 +101,15 @@ def plan_shards(job: Job, publish: bool = True) -> list[Shard]:
             path = folder / f"p{partition:05d}-{local:07d}.parquet"
             pq.write_table(rows, path)
             calls = Counter(api for pending in rows.column("pending").to_pylist() for api in pending)
-            pieces.append((local >= SKIPPED, partition, local, path, rows.num_rows, calls))
+            fingerprints = calls.pop(similar.WORK, 0)
+            pieces.append((local >= SKIPPED, partition, local, path, rows.num_rows, calls, fingerprints))
     con.close()
     shards = []
     ordered = sorted(pieces, key=lambda p: p[:3])  # work first, then skipped shards
-    for index, (_, _, _, piece, objects, calls) in enumerate(ordered):
+    for index, (_, _, _, piece, objects, calls, fingerprints) in enumerate(ordered):
         name = f"{job.shards_prefix}/s{index:05d}.parquet"  # in the output: every worker reads it there
         if publish:
             job.output.put_file(piece, name)
-        shards.append(Shard(index, name if publish else str(piece), objects, sum(calls.values()), dict(calls)))
+        shards.append(Shard(index, name if publish else str(piece), objects, sum(calls.values()), dict(calls),
+                            fingerprints))
     return shards

@@ -67,12 +67,13 @@ def plan_summary(job: Job, listed, shards) -> dict[str, Any]:
     calls: Counter = Counter()
     for shard in shards:
         calls.update(shard.calls_by_api)
-    with_work = sum(s.objects for s in shards if s.pending_calls)
+    with_work = sum(s.objects for s in shards if s.pending_calls or s.fingerprints)
     return {
         "dry_run": True, "run_id": job.run_id, "source": job.source, "out": job.out, "listed": listed.listed,
         "passed_over": passed_over(listed), "images_with_work": with_work,
         "images_unchanged": listed.listed - with_work,
-        "shards": sum(1 for s in shards if s.pending_calls), "calls": {api: calls.get(api, 0) for api in job.apis},
+        "shards": sum(1 for s in shards if s.pending_calls or s.fingerprints),
+        "calls": {api: calls.get(api, 0) for api in job.apis}, "fingerprints": sum(s.fingerprints for s in shards),
         "unit_prices": {api: job.unit_price(api) for api in job.apis},
         "estimated_cost": estimated_cost(job, calls), "priced": any(job.unit_price(api) for api in job.apis),
     }
@@ -95,6 +96,8 @@ def plan_text(plan: dict[str, Any]) -> str:
     for api, n in plan["calls"].items():
         price = plan["unit_prices"][api]
         lines.append(f"  {api}: {n} calls" + (f" x {price:g} = {round(n * price, 6):g}" if price else ""))
+    if plan.get("fingerprints"):
+        lines.append(f"  fingerprints for near-duplicates: {plan['fingerprints']} (made locally, no call)")
     lines.append(f"estimated cost: {plan['estimated_cost']:g}" if plan["priced"] else
                  "estimated cost: not estimated (no unit price: --unit-price, or [pipeline] unit_prices per API)")
     return "\n".join(lines)

@@ -21,9 +21,9 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from imgrec import schemas
-from imgrec.connectors.backend import CallResult, RecognitionBackend
+from imgrec.connectors.backend import CallResult, Fingerprinter, RecognitionBackend
 from imgrec.connectors.source import Source
-from imgrec.schemas import errors
+from imgrec.schemas import errors, similar
 from imgrec.schemas.common import ANY_IMAGE, FORMAT_FILES, ImageInfo, check_image_info, inspect_image
 from imgrec.schemas.errors import ApiError
 
@@ -173,13 +173,14 @@ class ShardWorker:
     """
 
     def __init__(self, shard_index: int, objects: list[dict], job: Job, source: Source,
-                 backend: RecognitionBackend):
+                 backend: RecognitionBackend, fingerprinter: Fingerprinter | None = None):
         self.job, self.source, self.backend, self.objects = job, source, backend, objects
+        self.fingerprinter = fingerprinter
         self.stats = ShardStats(shard=shard_index, objects=len(objects))
         self.tables: dict[str, list[dict]] = defaultdict(list)
         self.ledger: list[dict] = []
         self.params = {api: job.resolved_params(api) for api in job.apis}
-        self.hashes = {api: job.params_hash(api) for api in job.apis}
+        self.hashes = {api: job.params_hash(api) for api in job.work}
         self.context = run_context.of(job)
         self.breaker = self.context.breaker
         self._slots = asyncio.Semaphore(max(1, job.concurrency))
@@ -214,7 +215,9 @@ class ShardWorker:
             read = await self.read(obj)
             if read.info is not None:
                 image_row.update(width=read.info.width, height=read.info.height, format=read.info.format)
-            outcomes = [await self.recognize(obj, api, read) for api in obj["pending"]]
+            outcomes = [await self.recognize(obj, api, read) for api in obj["pending"] if api != similar.WORK]
+            if similar.WORK in obj["pending"]:  # last: after a tagging API's analysis, whose embedding it reuses
+                outcomes.append(await self.fingerprint(obj, read))
             self._finish(image_row, image_status(outcomes))
             failpoints.hit("object")
 
@@ -318,6 +321,24 @@ class ShardWorker:
             return self.refuse(obj, api, err)
         return self.record(obj, api, read, result)
 
+    async def fingerprint(self, obj: dict, read: _Read) -> str:
+        """The image's fingerprint as an `embeddings` row (its near-duplicates are found after the shards,
+        tasks/similar.py); its outcome as an API's."""
+        try:
+            if read.error is not None:
+                raise read.error
+            if self.fingerprinter is None:
+                raise ApiError.of("AIS.0007", "no fingerprinter in this process")
+            found = await self.fingerprinter.fingerprint(read.data, read.info)
+        except ApiError as err:
+            return self.refuse(obj, similar.WORK, dataclasses.replace(err, attempts=0))
+        self.tables["embeddings"].append({
+            "run_id": self.job.run_id, "source": self.source.uri, "key": obj["key"], "etag": obj["etag"],
+            "digest": found.digest, "vector": found.vector, "phash": found.phash, "model": similar.MODEL,
+            "model_version": similar.VERSION, "preprocessing": similar.PREPROCESSING})
+        self.ledger.append(self._ledger_row(similar.WORK, obj, "ok"))
+        return "ok"
+
     # ---------------------------------------------------------------------------------------------- helpers
     def _not_stored(self, obj: dict, api: str, exc: Exception) -> str:
         log.warning("normalizing %s of %s failed: %s", api, obj["key"], type(exc).__name__)
@@ -339,10 +360,10 @@ class ShardWorker:
 
 
 async def recognize_shard(shard_index: int, manifest: str, job: Job, source: Source,
-                          backend: RecognitionBackend) -> ShardStats:
+                          backend: RecognitionBackend, fingerprinter: Fingerprinter | None = None) -> ShardStats:
     """Process one planned shard (its manifest in the output) and commit its rows."""
     objects = pq.read_table(io.BytesIO(job.output.get(manifest))).to_pylist()
-    return await ShardWorker(shard_index, objects, job, source, backend).run()
+    return await ShardWorker(shard_index, objects, job, source, backend, fingerprinter).run()
 
 
 def _now() -> datetime:

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgrec.schemas.common import ImageInfo
+from imgrec.schemas.similar import Fingerprint
 
 from .classifier import MODEL_FILE as CLASSIFIER_FILE
 from .classifier import classifier
 from .detector import MODEL_FILE as DETECTOR_FILE
 from .detector import Detection, calibrated, detector, presence
-from .imaging import decode_scaled
+from . import fingerprint
+from .imaging import work_image
 from .faces import face_models
 from .scene import Candidate, code_tags, colour_tags, document_tags, face_tags, lighting_tags
-
-WORK_SIDE = 1280  # decode at most this large: the detector works at 512 px, faces need some detail
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Analysis:
     width: int  # of the original image (boxes are in its pixels)
     height: int
     candidates: list[Candidate]  # objects first, then scene/concept tags
+    fingerprint: Fingerprint | None = None  # for near-duplicates, from the same embedding (with the scene)
 
 
 def analysis_problem(settings) -> str | None:
@@ -114,17 +115,20 @@ class Analyser:
         mine.set_result(result)
         return result
 
+    def fingerprint(self, data: bytes, info: ImageInfo, tenant: str = "") -> Fingerprint:
+        """The image's fingerprint: from its analysis when a tagging API just analysed it (no second
+        inference), else decoded and classified for it alone (not kept: no tags were asked for)."""
+        key = (tenant, hashlib.blake2b(data, digest_size=16).digest(), True)
+        with self._lock:
+            found = self._entries.get(key)
+        if found is not None and found.done() and found.exception() is None and found.result().fingerprint:
+            return found.result().fingerprint
+        return fingerprint.of_bytes(data, info, self.models_dir)
+
 
 def analyse(data: bytes, info: ImageInfo, with_scene: bool = True, plugins: tuple = (),
             models_dir: Path | None = None) -> Analysis:
-    rgb, scale = decode_scaled(data, info, max_side=WORK_SIDE)
-    if max(rgb.shape[:2]) > WORK_SIDE:
-        import cv2
-
-        shrink = WORK_SIDE / max(rgb.shape[:2])
-        rgb = cv2.resize(rgb, (max(1, round(rgb.shape[1] * shrink)), max(1, round(rgb.shape[0] * shrink))),
-                         interpolation=cv2.INTER_AREA)
-        scale /= shrink
+    rgb, scale = work_image(data, info)
     detections = detector(models_dir).detect(rgb)
     faces = face_models().detect(rgb, upsample=0, with_descriptors=False)
     candidates = object_candidates(detections, scale, rgb.shape[1], rgb.shape[0])
@@ -135,10 +139,11 @@ def analyse(data: bytes, info: ImageInfo, with_scene: bool = True, plugins: tupl
     for plugin in plugins:  # bring-your-own ONNX models (plugins.py)
         candidates += [_rescale(c, scale) for c in plugin.candidates(rgb)]
     if with_scene:
-        classified, contradicted = classifier(models_dir).candidates(rgb)
+        classified, contradicted, embedding = classifier(models_dir).candidates(rgb)
         candidates = merge(weaken(candidates, contradicted), classified)
         candidates += lighting_tags(rgb) + colour_tags(rgb) + document_tags(rgb)
         candidates += [_rescale(c, scale) for c in code_tags(rgb)]
+        return Analysis(round(width), round(height), candidates, fingerprint.of_pixels(rgb, embedding, data))
     return Analysis(round(width), round(height), candidates)
 
 

@@ -85,8 +85,9 @@ class Classifier:
         return (np.array([c.coco or "" for c in self.classes]),
                 np.array([c.category == "animal" for c in self.classes]))
 
-    def candidates(self, rgb: np.ndarray) -> tuple[list[Candidate], dict[str, float]]:
-        """The classifier's tags, and the detector's animal classes it contradicts (`contradicted`)."""
+    def candidates(self, rgb: np.ndarray) -> tuple[list[Candidate], dict[str, float], np.ndarray]:
+        """The classifier's tags, the detector's animal classes it contradicts (`contradicted`), and the
+        embedding (for the image's fingerprint)."""
         probs, embedding = self.predict(rgb)
         out: dict[str, Candidate] = {}
 
@@ -118,7 +119,7 @@ class Classifier:
         for en, (zh, p) in self.scene_probabilities(embedding).items():
             if en != "other":
                 add(en, zh, "scene", "scene", p)
-        return list(out.values()), self.contradicted(probs)
+        return list(out.values()), self.contradicted(probs), embedding
 
 
 @lru_cache(maxsize=2)

@@ -131,6 +131,23 @@ def decode_scaled(data: bytes, info: ImageInfo, max_side: int | None = None) -> 
         raise ApiError.of("AIS.0503", type(exc).__name__) from None
 
 
+WORK_SIDE = 1280  # the analysis pass's image: the detector works at 512 px, faces need some detail
+
+
+def work_image(data: bytes, info: ImageInfo) -> tuple[np.ndarray, float]:
+    """The image the analysis pass and the fingerprint see (at most WORK_SIDE on its long side), and the
+    factor from its pixels to the original's."""
+    rgb, scale = decode_scaled(data, info, max_side=WORK_SIDE)
+    if max(rgb.shape[:2]) > WORK_SIDE:
+        import cv2
+
+        shrink = WORK_SIDE / max(rgb.shape[:2])
+        rgb = cv2.resize(rgb, (max(1, round(rgb.shape[1] * shrink)), max(1, round(rgb.shape[0] * shrink))),
+                         interpolation=cv2.INTER_AREA)
+        scale /= shrink
+    return rgb, scale
+
+
 def decode(data: bytes, info: ImageInfo, max_side: int | None = None) -> np.ndarray:
     return decode_scaled(data, info, max_side)[0]
 

@@ -1,0 +1,207 @@
+"""Near-duplicates across the whole catalog (schemas/similar.py says what a fingerprint is).
+
+After a run's shards, the fingerprints the run made (its rows of `embeddings`) join the catalog's vector
+index and are searched against everything in it; pairs at or above the run's threshold land in
+`near_duplicates`, once per unordered pair (key_a < key_b) whichever run finds them.
+
+The index lives in the output under `_index/`: generation N is `gNNNNNN.usearch` (an HNSW graph over the
+fingerprints quantised to int8, cosine; usearch) and `gNNNNNN-keys.parquet` (each label's key and digest,
+the label being the row), and `CURRENT.json`, written last, names the generation and the runs it holds.
+The embeddings table is the record and the index a cache of it: a run killed before CURRENT.json moved
+leaves the previous generation, and the next run adds what that generation lacks (pairs already in the
+table are not written twice). A similarity is the cosine of the two fingerprints as the index holds them
+(within about 0.01 of the float vectors' cosine: bench/similar.py).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from imgrec.connectors.output import Output, local_copies
+from imgrec.schemas import similar
+
+from . import failpoints, writing
+
+log = logging.getLogger("imgrec.similar")
+
+INDEX = "_index"
+CURRENT = f"{INDEX}/CURRENT.json"
+_SCHEMA = pa.schema([pa.field("key", pa.string()), pa.field("digest", pa.string()),
+                     pa.field("alive", pa.bool_())])
+
+
+def _new_index():
+    from usearch.index import Index
+
+    return Index(ndim=similar.DIMENSIONS, metric="cos", dtype="i8")
+
+
+def _names(generation: int) -> tuple[str, str]:
+    return f"{INDEX}/g{generation:06d}.usearch", f"{INDEX}/g{generation:06d}-keys.parquet"
+
+
+@dataclass
+class CatalogIndex:
+    """Every fingerprinted image of an output, searchable by fingerprint; labels are rows of `keys`."""
+    index: Any = field(default_factory=_new_index)
+    keys: list[str] = field(default_factory=list)
+    digests: list[str | None] = field(default_factory=list)
+    alive: list[bool] = field(default_factory=list)
+    runs: set[str] = field(default_factory=set)
+    generation: int = 0
+    _label_of: dict[str, int] | None = None
+
+    @classmethod
+    def load(cls, output: Output, work: Path) -> CatalogIndex:
+        """The current generation (an empty index where none was written yet)."""
+        if not output.exists(CURRENT):
+            return cls()
+        from usearch.index import Index
+
+        current = json.loads(output.get(CURRENT))
+        graph, keys = local_copies(output, _names(current["generation"]), work)
+        table = pq.read_table(keys)
+        return cls(Index.restore(str(graph)), table["key"].to_pylist(), table["digest"].to_pylist(),
+                   table["alive"].to_pylist(), set(current["runs"]), current["generation"])
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def label_of(self, key: str) -> int | None:
+        if self._label_of is None:
+            self._label_of = {k: n for n, k in enumerate(self.keys) if self.alive[n]}
+        return self._label_of.get(key)
+
+    def add(self, keys: list[str], digests: list[str | None], vectors: np.ndarray) -> np.ndarray:
+        """Labels of the images added; an image already in the index (changed, or fingerprinted again)
+        replaces its old fingerprint."""
+        old = [label for key in keys if (label := self.label_of(key)) is not None]
+        for label in old:
+            self.index.remove(label)
+            self.alive[label] = False
+        labels = np.arange(len(self.keys), len(self.keys) + len(keys), dtype=np.int64)
+        self.keys += keys
+        self.digests += digests
+        self.alive += [True] * len(keys)
+        self._label_of = None
+        if len(keys):
+            self.index.add(labels, vectors)
+        return labels
+
+    def search(self, vectors: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """The `count` nearest labels of each vector and their similarities (-1 where fewer exist)."""
+        if not len(self.index) or not len(vectors):
+            return np.full((len(vectors), count), -1), np.zeros((len(vectors), count))
+        found = self.index.search(vectors, count)
+        labels = np.asarray(found.keys, dtype=np.int64).reshape(len(vectors), -1)
+        sims = 1.0 - np.asarray(found.distances, dtype=np.float64).reshape(len(vectors), -1)
+        # one vector's answer (usearch's Matches) has no counts: its keys are as many as it found
+        counts = np.asarray(getattr(found, "counts", [labels.shape[1]])).reshape(-1)
+        labels[np.arange(labels.shape[1])[None, :] >= counts[:, None]] = -1
+        return labels, np.clip(sims, 0.0, 1.0)
+
+    def vector(self, key: str) -> np.ndarray | None:
+        label = self.label_of(key)
+        return None if label is None else np.asarray(self.index.get(label), dtype=np.float32).reshape(-1)
+
+    def save(self, output: Output, work: Path) -> None:
+        """A new generation, then CURRENT.json naming it (the moment it becomes the index), then the old
+        generations go."""
+        generation = self.generation + 1
+        graph_name, keys_name = _names(generation)
+        graph, keys = work / "index.usearch", work / "keys.parquet"
+        self.index.save(str(graph))
+        pq.write_table(pa.table({"key": self.keys, "digest": self.digests, "alive": self.alive}, schema=_SCHEMA),
+                       keys)
+        output.put_file(graph, graph_name)
+        output.put_file(keys, keys_name)
+        failpoints.hit("index")  # the new generation written, not yet current
+        output.put(CURRENT, json.dumps({"generation": generation, "runs": sorted(self.runs),
+                                        "images": len(self.index)}).encode())
+        self.generation = generation
+        output.delete(name for name in output.list(INDEX) if name not in (CURRENT, graph_name, keys_name))
+
+
+def _pending(table_format, runs: set[str]) -> pa.Table | None:
+    """Embeddings rows of the runs the index does not hold yet, the latest row per key."""
+    try:
+        listed = table_format.scan("embeddings", ["run_id"])
+    except FileNotFoundError:
+        return None
+    missing = sorted(set(listed["run_id"].unique().to_pylist()) - runs)
+    if not missing:
+        return None
+    parts = [table_format.scan("embeddings", ["run_id", "source", "key", "digest", "vector"], run_id=run)
+             for run in missing]
+    rows = pa.concat_tables(parts).sort_by([("run_id", "descending")])
+    keys = rows["key"].to_pylist()
+    first = sorted({key: n for n, key in reversed(list(enumerate(keys)))}.values())  # latest run's row per key
+    return rows.take(pa.array(first, pa.int64()))
+
+
+def _vectors(column: pa.ChunkedArray) -> np.ndarray:
+    flat = pa.concat_arrays([chunk.flatten() for chunk in column.chunks]) if column.num_chunks else pa.array([])
+    return np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, similar.DIMENSIONS)
+
+
+def _known_pairs(table_format) -> set[tuple[str, str]]:
+    try:
+        known = table_format.scan("near_duplicates", ["key_a", "key_b"])
+    except FileNotFoundError:
+        return set()
+    return set(zip(known["key_a"].to_pylist(), known["key_b"].to_pylist()))
+
+
+def pairs_of(index: CatalogIndex, labels: np.ndarray, vectors: np.ndarray, threshold: float
+             ) -> dict[tuple[str, str], tuple[float, str]]:
+    """Each unordered pair of a searched image and an indexed one at or above `threshold`:
+    (key_a, key_b) -> (similarity, kind)."""
+    found, sims = index.search(vectors, similar.NEIGHBOURS + 1)
+    pairs: dict[tuple[str, str], tuple[float, str]] = {}
+    for own, row, row_sims in zip(labels, found, sims):
+        for other, sim in zip(row, row_sims):
+            if other < 0 or other == own or sim < threshold:
+                continue
+            a, b = sorted((index.keys[own], index.keys[other]))
+            if a == b:
+                continue
+            exact = index.digests[own] is not None and index.digests[own] == index.digests[other]
+            pairs[(a, b)] = (1.0 if exact else round(float(sim), 4), "exact" if exact else "near")
+    return pairs
+
+
+def find_near_duplicates(job, table_format) -> dict[str, int]:
+    """Index this run's fingerprints (and any an interrupted run left out), write their new pairs."""
+    output = job.output
+    work = Path(tempfile.mkdtemp(prefix="index-", dir=job.work_dir))
+    try:
+        index = CatalogIndex.load(output, work)
+        rows = _pending(table_format, index.runs)
+        if rows is None:
+            return {"fingerprinted": 0, "pairs": 0, "exact": 0, "indexed": len(index)}
+        vectors = _vectors(rows["vector"])
+        labels = index.add(rows["key"].to_pylist(), rows["digest"].to_pylist(), vectors)
+        index.runs |= set(rows["run_id"].unique().to_pylist())
+        known = _known_pairs(table_format)
+        found = {pair: value for pair, value in pairs_of(index, labels, vectors, job.similar_threshold).items()
+                 if pair not in known}
+        source = rows["source"][0].as_py()
+        new = [{"run_id": job.run_id, "source": source, "key_a": a, "key_b": b, "similarity": sim, "kind": kind}
+               for (a, b), (sim, kind) in sorted(found.items())]
+        if new:
+            writing.commit_shard(output, job.run_date, f"{job.run_id}-similar", {"near_duplicates": new}, [],
+                                 table_format)
+        index.save(output, work)
+        exact = sum(1 for row in new if row["kind"] == "exact")
+        return {"fingerprinted": len(labels), "pairs": len(new), "exact": exact, "indexed": len(index)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
