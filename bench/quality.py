@@ -26,6 +26,7 @@ Image restoration (`--only restoration`), each next to the published figures on 
   training/train_low_light.py --folds 5 prints (each fold's network never saw its photos).
 - haze-dev (12 SOTS-indoor pairs): defog at the default gamma and natural_look, RGB PSNR and SSIM.
 - per-megapixel time of each on one core.
+Near-duplicates (`--only similar`): copies of the eval photos found as two runs would (bench/near_duplicates.py).
 """
 from __future__ import annotations
 
@@ -405,15 +406,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "eval")
     parser.add_argument("--limit", type=int, default=None, help="at most this many photos per set (a quick look)")
-    parser.add_argument("--only", choices=("recognition", "restoration"), help="one half of the figures")
+    parser.add_argument("--only", choices=("recognition", "restoration", "similar"), help="one part of the figures")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core: latencies as a single worker sees them
     rows = []
-    if args.only != "restoration":
+    if args.only in (None, "recognition"):
         rows += recognition_figures(args.data, args.limit)
-    if args.only != "recognition":
+    if args.only in (None, "restoration"):
         rows += restoration_figures(args.data)
+    if args.only in (None, "similar"):
+        from near_duplicates import figures as near_duplicate_figures
+
+        rows += near_duplicate_figures(args.data, args.limit)
     width = max(len(r[1]) for r in rows)
     print(f"{'set':13s} {'figure':{width}s} {'value':>13s}  published / goal")
     for row in rows:

@@ -189,6 +189,34 @@ def sql(query: str = typer.Argument(..., help="SQL over the views: images, tags,
     Console(width=200).print(table)
 
 
+@app.command()
+def similar(image: str = typer.Argument(..., help="A key of the catalog (as the tables record it) or an image file"),
+            out: str = typer.Option("warehouse", help="The warehouse (imgrec run's --out): a folder or s3://..."),
+            top: int = typer.Option(10, min=1, max=1000, help="How many images to list"),
+            csv: bool = typer.Option(False, "--csv", help="CSV: a header line key,similarity, then one row each"),
+            config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
+                                                  help="TOML settings file (its models fingerprint a file)")) -> None:
+    """The catalog images most similar to one image, most similar first, one per line (similarity 0-1,
+    then the key); the image itself is not listed."""
+    from .schemas.errors import ApiError
+    from .schemas.text import csv_cell, printable
+    from .warehouse import open as open_warehouse
+
+    try:
+        found = open_warehouse(out).similar(image, top, config)
+    except (FileNotFoundError, KeyError) as exc:
+        typer.echo(f"imgrec similar: {exc.args[0] if exc.args else exc}", err=True)
+        raise typer.Exit(2)
+    except ApiError as exc:
+        typer.echo(f"imgrec similar: {image}: {exc.code} {exc.message}", err=True)
+        raise typer.Exit(2)
+    if csv:
+        typer.echo(found.map(csv_cell).to_csv(index=False), nl=False)
+        return
+    for key, similarity in found.itertuples(index=False):
+        typer.echo(f"{similarity:.4f}  {printable(key)}")
+
+
 from .cli_run import run as _run  # noqa: E402
 
 app.command(name="run")(_run)

@@ -130,6 +130,37 @@ class Warehouse:
         return self.reader.scan(table, wanted or None, **filters)
 
 
+    def similar(self, image: str | Path, top: int = 10, config: str | Path | None = None):
+        """The catalog images nearest one image, most similar first, as a pandas DataFrame (key, similarity):
+        `image` a key the catalog fingerprinted, or an image file's path (fingerprinted here as a run would,
+        with `config`'s models); the image itself is not listed."""
+        import tempfile
+
+        import pandas as pd
+
+        from imgrec.tasks.similar import CatalogIndex
+
+        with tempfile.TemporaryDirectory() as tmp:
+            index = CatalogIndex.load(self.reader.output, Path(tmp))
+        vector, leave_out = index.vector(str(image)), str(image)
+        if vector is None:
+            if not Path(image).is_file():
+                where = "no run has fingerprinted this catalog yet" if not len(index) else \
+                    f"not a fingerprinted key of this catalog ({len(index)} are)"
+                raise KeyError(f"{str(image)!r}: {where}, nor an image file")
+            vector, leave_out = _fingerprint_file(Path(image), config), None
+        return pd.DataFrame(index.nearest(vector, top, leave_out), columns=["key", "similarity"])
+
+
+def _fingerprint_file(path: Path, config: str | Path | None):
+    from imgrec.engines.fingerprint import of_bytes
+    from imgrec.schemas.common import ANY_IMAGE, inspect_image
+    from imgrec.settings import Settings
+
+    data = path.read_bytes()
+    return of_bytes(data, inspect_image(data, ANY_IMAGE), Path(Settings.load(config).models_dir)).vector
+
+
 def open(out: str | Path, table_format: str | None = None,  # noqa: A001 - the analyst's spelling
          iceberg_catalog: str | None = None) -> Warehouse:
     return Warehouse(out, table_format, iceberg_catalog)

@@ -102,3 +102,25 @@ def gallery(job: Job, images: list[dict[str, Any]]) -> list[dict[str, Any]]:
             break
         cards.append(card)
     return cards
+
+
+GROUP_IMAGES = 6  # thumbnails shown per near-duplicate group
+GROUP_BYTES = 1_000_000
+
+
+def group_sheet(job: Job, groups: list[list[str]]) -> list[list[dict[str, Any]]]:
+    """The report's near-duplicate groups as thumbnails (the first GROUP_IMAGES of each, within GROUP_BYTES):
+    a member that cannot be read any more keeps its name without a picture."""
+    storage = open_source(job.source)
+    sheet, used = [], 0
+    for group in groups:
+        row = []
+        for key in group[:GROUP_IMAGES]:
+            try:
+                picture = thumbnail(storage.read(key, limit=MAX_READ)) if used < GROUP_BYTES else None
+            except Exception:  # noqa: BLE001 - gone since the run, unreadable
+                picture = None
+            used += len(picture[0]) if picture else 0
+            row.append({"key": key, "thumb": picture[0] if picture else None})
+        sheet.append(row)
+    return sheet

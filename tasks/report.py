@@ -15,7 +15,7 @@ from typing import Any
 from imgrec.schemas.recapture_detect import RECAPTURED
 from imgrec.schemas.text import markdown_cell
 
-from .gallery import gallery
+from .gallery import gallery, group_sheet
 from .job import Job
 from .latency import LatencyHistogram
 from .shard_worker import ShardStats
@@ -241,8 +241,10 @@ def _bar_chart(title: str, pairs: list, colour: str, colours: dict[str, str] | N
             "bar_h": bar_h, "label_w": label_w}
 
 
-def render_html(summary: dict[str, Any], cards: list[dict[str, Any]] | None = None) -> str:
-    """The page; `cards` is the contact sheet (gallery.gallery), left out when None."""
+def render_html(summary: dict[str, Any], cards: list[dict[str, Any]] | None = None,
+                groups: list[list[dict[str, Any]]] | None = None) -> str:
+    """The page; `cards` is the contact sheet (gallery.gallery), `groups` the near-duplicate groups'
+    thumbnails (gallery.group_sheet), each left out when None."""
     s = summary
     charts = [
         _bar_chart("Images by status", list(s["status"].items()), "#10b981", STATUS_COLOURS),
@@ -254,13 +256,14 @@ def render_html(summary: dict[str, Any], cards: list[dict[str, Any]] | None = No
     ]
     tags = sorted({tag for card in cards or [] for tag in card["tags"]})
     return _templates().get_template("report.html.j2").render(s=s, charts=charts, colours=STATUS_COLOURS,
-                                                              cards=cards or [], tags=tags)
+                                                              cards=cards or [], tags=tags, groups=groups or [])
 
 
 def write_report(job: Job, summary: dict[str, Any]) -> dict[str, str]:
     """reports/<run_id>.json, .md and .html in the output; returns where they are (a path, or s3://...)."""
     pages = {"json": json.dumps(summary, indent=2, default=str), "md": markdown(summary),
-             "html": render_html(summary, gallery(job, summary.get("images", [])))}
+             "html": render_html(summary, gallery(job, summary.get("images", [])),
+                                 group_sheet(job, (summary.get("near_duplicates") or {}).get("groups", [])))}
     where = {}
     for kind, text in pages.items():
         name = f"reports/{job.run_id}.{kind}"

@@ -217,7 +217,8 @@ class ShardWorker:
                 image_row.update(width=read.info.width, height=read.info.height, format=read.info.format)
             outcomes = [await self.recognize(obj, api, read) for api in obj["pending"] if api != similar.WORK]
             if similar.WORK in obj["pending"]:  # last: after a tagging API's analysis, whose embedding it reuses
-                outcomes.append(await self.fingerprint(obj, read))
+                made = await self.fingerprint(obj, read, reported=bool(outcomes))
+                outcomes = outcomes or [made]  # the image's status is its APIs'; the fingerprint's when alone
             self._finish(image_row, image_status(outcomes))
             failpoints.hit("object")
 
@@ -321,9 +322,10 @@ class ShardWorker:
             return self.refuse(obj, api, err)
         return self.record(obj, api, read, result)
 
-    async def fingerprint(self, obj: dict, read: _Read) -> str:
+    async def fingerprint(self, obj: dict, read: _Read, reported: bool) -> str:
         """The image's fingerprint as an `embeddings` row (its near-duplicates are found after the shards,
-        tasks/similar.py); its outcome as an API's."""
+        tasks/similar.py); its outcome as an API's. An image that could not be read has an error row from
+        each of its APIs (`reported`): the fingerprint adds only its ledger entry then."""
         try:
             if read.error is not None:
                 raise read.error
@@ -331,7 +333,12 @@ class ShardWorker:
                 raise ApiError.of("AIS.0007", "no fingerprinter in this process")
             found = await self.fingerprinter.fingerprint(read.data, read.info)
         except ApiError as err:
-            return self.refuse(obj, similar.WORK, dataclasses.replace(err, attempts=0))
+            if read.error is None or not reported:
+                return self.refuse(obj, similar.WORK, dataclasses.replace(err, attempts=0))
+            if not refuses_input(err):
+                return "failed"
+            self.ledger.append(self._ledger_row(similar.WORK, obj, "rejected"))
+            return "invalid"
         self.tables["embeddings"].append({
             "run_id": self.job.run_id, "source": self.source.uri, "key": obj["key"], "etag": obj["etag"],
             "digest": found.digest, "vector": found.vector, "phash": found.phash, "model": similar.MODEL,

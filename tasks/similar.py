@@ -58,7 +58,7 @@ class CatalogIndex:
     alive: list[bool] = field(default_factory=list)
     runs: set[str] = field(default_factory=set)
     generation: int = 0
-    _label_of: dict[str, int] | None = None
+    _label_of: dict[str, int] | None = None  # key -> its live label, made on first use
 
     @classmethod
     def load(cls, output: Output, work: Path) -> CatalogIndex:
@@ -84,6 +84,7 @@ class CatalogIndex:
     def add(self, keys: list[str], digests: list[str | None], vectors: np.ndarray) -> np.ndarray:
         """Labels of the images added; an image already in the index (changed, or fingerprinted again)
         replaces its old fingerprint."""
+        self.label_of("")  # the key -> label map, made once
         old = [label for key in keys if (label := self.label_of(key)) is not None]
         for label in old:
             self.index.remove(label)
@@ -92,7 +93,7 @@ class CatalogIndex:
         self.keys += keys
         self.digests += digests
         self.alive += [True] * len(keys)
-        self._label_of = None
+        self._label_of.update(zip(keys, labels.tolist()))  # type: ignore[union-attr] (made by label_of)
         if len(keys):
             self.index.add(labels, vectors)
         return labels
@@ -103,15 +104,26 @@ class CatalogIndex:
             return np.full((len(vectors), count), -1), np.zeros((len(vectors), count))
         found = self.index.search(vectors, count)
         labels = np.asarray(found.keys, dtype=np.int64).reshape(len(vectors), -1)
-        sims = 1.0 - np.asarray(found.distances, dtype=np.float64).reshape(len(vectors), -1)
+        sims = 1.0 - np.nan_to_num(np.asarray(found.distances, dtype=np.float64).reshape(len(vectors), -1), nan=1.0)
         # one vector's answer (usearch's Matches) has no counts: its keys are as many as it found
         counts = np.asarray(getattr(found, "counts", [labels.shape[1]])).reshape(-1)
         labels[np.arange(labels.shape[1])[None, :] >= counts[:, None]] = -1
         return labels, np.clip(sims, 0.0, 1.0)
 
     def vector(self, key: str) -> np.ndarray | None:
+        """A key's fingerprint as the index holds it (None: not fingerprinted)."""
         label = self.label_of(key)
-        return None if label is None else np.asarray(self.index.get(label), dtype=np.float32).reshape(-1)
+        if label is None:
+            return None
+        vector = np.asarray(self.index.get(label, dtype=np.float32)).reshape(-1)
+        return vector / max(float(np.linalg.norm(vector)), 1e-9)  # int8 values come back scaled
+
+    def nearest(self, vector: np.ndarray, top: int, leave_out: str | None = None) -> list[tuple[str, float]]:
+        """The `top` catalog images nearest `vector`, most similar first (`leave_out`: the image itself)."""
+        found, sims = self.search(vector[None, :], top + 1)
+        hits = [(self.keys[label], round(float(sim), 4)) for label, sim in zip(found[0], sims[0])
+                if label >= 0 and self.keys[label] != leave_out]
+        return hits[:top]
 
     def save(self, output: Output, work: Path) -> None:
         """A new generation, then CURRENT.json naming it (the moment it becomes the index), then the old
@@ -179,7 +191,25 @@ def pairs_of(index: CatalogIndex, labels: np.ndarray, vectors: np.ndarray, thres
     return pairs
 
 
-def find_near_duplicates(job, table_format) -> dict[str, int]:
+def groups(pairs: list[tuple[str, str]], limit: int = 10) -> list[list[str]]:
+    """The images `pairs` join into groups (connected), largest first."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for a, b in pairs:
+        parent[root(a)] = root(b)
+    members: dict[str, list[str]] = {}
+    for key in parent:
+        members.setdefault(root(key), []).append(key)
+    return sorted((sorted(m) for m in members.values()), key=lambda m: (-len(m), m[0]))[:limit]
+
+
+def find_near_duplicates(job, table_format) -> dict[str, Any]:
     """Index this run's fingerprints (and any an interrupted run left out), write their new pairs."""
     output = job.output
     work = Path(tempfile.mkdtemp(prefix="index-", dir=job.work_dir))
@@ -187,7 +217,7 @@ def find_near_duplicates(job, table_format) -> dict[str, int]:
         index = CatalogIndex.load(output, work)
         rows = _pending(table_format, index.runs)
         if rows is None:
-            return {"fingerprinted": 0, "pairs": 0, "exact": 0, "indexed": len(index)}
+            return {"fingerprinted": 0, "pairs": 0, "exact": 0, "indexed": len(index), "groups": []}
         vectors = _vectors(rows["vector"])
         labels = index.add(rows["key"].to_pylist(), rows["digest"].to_pylist(), vectors)
         index.runs |= set(rows["run_id"].unique().to_pylist())
@@ -202,6 +232,7 @@ def find_near_duplicates(job, table_format) -> dict[str, int]:
                                  table_format)
         index.save(output, work)
         exact = sum(1 for row in new if row["kind"] == "exact")
-        return {"fingerprinted": len(labels), "pairs": len(new), "exact": exact, "indexed": len(index)}
+        return {"fingerprinted": len(labels), "pairs": len(new), "exact": exact, "indexed": len(index),
+                "groups": groups(list(found))}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -175,14 +175,15 @@ def test_readme_example_queries_answer_on_a_fresh_run_without_faces(prefect_api,
     block = re.search(r"### Example queries.*?```sql\n(.*?)```", README.read_text(), re.S).group(1)
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     queries = [q.strip() for q in block.replace("2026-11-28", today).split(";") if q.strip()]
-    assert len(queries) == 6
+    assert len(queries) == 7
     con = duckdb.connect()
     os.chdir(tmp_path)
     try:
         answers = [con.execute(q).fetchall() for q in queries]
     finally:
         os.chdir(Path(__file__).resolve().parents[1])
-    history, failures, tags, codes, faces, verdicts = answers
+    history, failures, tags, codes, faces, groups, verdicts = answers
+    assert groups == []  # no near-duplicates among these two (tests/test_similar.py runs it on some)
     assert history == [(history[0][0], "ok", None, None, None)]
     assert failures == [("photos/broken.png", api, "AIS.0021", "The requested file type is not supported.", 0)
                         for api in ("image_tagging", "recapture_detect")]

@@ -48,10 +48,11 @@ def _wait_for_answers(service: ServiceProcess, count: int, run: subprocess.Popen
         time.sleep(0.1)
 
 
-def _ledger_ok(out: Path) -> list[tuple[str, str]]:
+def _ledger_ok(out: Path, work: str = "apis") -> list[tuple[str, str]]:
+    """(API, key) of the ledger's successes; `work="fingerprint"`: the fingerprints made instead."""
     files = sorted((out / "_state" / "ledger").glob("*.parquet"))
     rows = [r for f in files for r in pq.read_table(f).to_pylist() if r["outcome"] == "ok"]
-    return [(r["api"], r["key"]) for r in rows]
+    return [(r["api"], r["key"]) for r in rows if (r["api"] == "fingerprint") == (work == "fingerprint")]
 
 
 def _run_against_a_service(prefect_api: str, tmp_path: Path, images: int):
@@ -96,6 +97,8 @@ def test_a_service_killed_mid_run_stops_the_run_within_seconds_and_the_rerun_fin
         service.stop()
     done = _ledger_ok(out)
     assert len(done) == len(set(done)) == 2 * 200  # the rest done, nothing twice
+    fingerprints = _ledger_ok(out, "fingerprint")  # made in this process, service or not
+    assert len(fingerprints) == len(set(fingerprints)) == 200
 
 
 def test_a_restart_of_a_few_seconds_costs_only_time(prefect_api, tmp_path):

@@ -192,7 +192,7 @@ def test_cli_run_and_kill_mid_run(prefect_api, config, tmp_path):
     assert sorted(r["key"] for r in images) == sorted(f"img-{i:03d}.jpg" for i in range(60))  # none lost, none twice
     assert not list((out / "_staging").glob("*")) if (out / "_staging").exists() else True
     stray = [p for p in out.rglob("*")
-             if p.is_file() and p.suffix not in (".parquet", ".json", ".md", ".html", ".lock", ".duckdb")]
+             if p.is_file() and p.suffix not in (".parquet", ".json", ".md", ".html", ".lock", ".duckdb", ".usearch")]
     assert stray == []
     assert len(read_table(out, "faces")) >= 50
 
@@ -261,7 +261,7 @@ def test_planning_in_partitions_and_after_ledger_compaction(tmp_path, monkeypatc
         (source / f"d{i % 3}" / f"img-{i:02d}.jpg").write_bytes(b"x" * (i + 1))
     out = tmp_path / "out"
     job = Job(run_id="r1", flow="test", source=str(source), out=str(out), apis=["image_tagging", "recapture_detect"],
-              shard_size=4)
+              shard_size=4, similar=False)  # API work only (fingerprints: tests/test_similar.py)
     assert list_objects(FolderSource(source), job).listed == 45
     listed = pq.read_table(job.work_dir / "listing" / "listing.parquet").to_pylist()
     done = [o for o in listed if int(o["key"][-6:-4]) % 3 == 0]  # 15 objects fully done, each in its own file

@@ -77,7 +77,8 @@ ALLOWED = {
     "imgrec.service": ("imgrec.schemas", "imgrec.connectors", "imgrec.engines", "imgrec.recognizer",
                        "imgrec.settings", "imgrec.logs", "imgrec.service"),
     "imgrec.tasks": ("imgrec.schemas", "imgrec.connectors", "imgrec.tasks"),
-    "imgrec.warehouse": ("imgrec.schemas", "imgrec.connectors", "imgrec.tasks"),
+    # the analysts' reader; an image file asked about is fingerprinted with the engines
+    "imgrec.warehouse": ("imgrec.schemas", "imgrec.connectors", "imgrec.tasks", "imgrec.settings", "imgrec.engines"),
     "imgrec.run_backend": ("imgrec.schemas", "imgrec.connectors", "imgrec.tasks", "imgrec.settings",
                            "imgrec.engines", "imgrec.recognizer", "imgrec.inprocess_backend"),
     "imgrec.flows": ("imgrec.schemas", "imgrec.connectors", "imgrec.tasks", "imgrec.flows", "imgrec.settings",
