@@ -217,7 +217,7 @@ class ShardWorker:
                 image_row.update(width=read.info.width, height=read.info.height, format=read.info.format)
             outcomes = [await self.recognize(obj, api, read) for api in obj["pending"] if api != similar.WORK]
             if similar.WORK in obj["pending"]:  # last: after a tagging API's analysis, whose embedding it reuses
-                made = await self.fingerprint(obj, read, reported=bool(outcomes))
+                made = await self.fingerprint(obj, read, reported=any(o != "ok" for o in outcomes))
                 outcomes = outcomes or [made]  # the image's status is its APIs'; the fingerprint's when alone
             self._finish(image_row, image_status(outcomes))
             failpoints.hit("object")
@@ -324,8 +324,8 @@ class ShardWorker:
 
     async def fingerprint(self, obj: dict, read: _Read, reported: bool) -> str:
         """The image's fingerprint as an `embeddings` row (its near-duplicates are found after the shards,
-        tasks/similar.py); its outcome as an API's. An image that could not be read has an error row from
-        each of its APIs (`reported`): the fingerprint adds only its ledger entry then."""
+        tasks/similar.py); its outcome as an API's. Where the image's APIs already have error rows
+        (`reported`: it could not be read, or its pixels were refused), the fingerprint adds no other."""
         try:
             if read.error is not None:
                 raise read.error
@@ -333,7 +333,7 @@ class ShardWorker:
                 raise ApiError.of("AIS.0007", "no fingerprinter in this process")
             found = await self.fingerprinter.fingerprint(read.data, read.info)
         except ApiError as err:
-            if read.error is None or not reported:
+            if not reported:
                 return self.refuse(obj, similar.WORK, dataclasses.replace(err, attempts=0))
             if not refuses_input(err):
                 return "failed"
