@@ -76,16 +76,19 @@ class CatalogIndex:
     def __len__(self) -> int:
         return len(self.index)
 
-    def label_of(self, key: str) -> int | None:
+    def _labels(self) -> dict[str, int]:
         if self._label_of is None:
             self._label_of = {k: n for n, k in enumerate(self.keys) if self.alive[n]}
-        return self._label_of.get(key)
+        return self._label_of
+
+    def label_of(self, key: str) -> int | None:
+        return self._labels().get(key)
 
     def add(self, keys: list[str], digests: list[str | None], vectors: np.ndarray) -> np.ndarray:
         """Labels of the images added; an image already in the index (changed, or fingerprinted again)
         replaces its old fingerprint."""
-        self.label_of("")  # the key -> label map, made once
-        old = [label for key in keys if (label := self.label_of(key)) is not None]
+        labels_of = self._labels()
+        old = [label for key in keys if (label := labels_of.get(key)) is not None]
         for label in old:
             self.index.remove(label)
             self.alive[label] = False
@@ -93,7 +96,7 @@ class CatalogIndex:
         self.keys += keys
         self.digests += digests
         self.alive += [True] * len(keys)
-        self._label_of.update(zip(keys, labels.tolist()))  # type: ignore[union-attr] (made by label_of)
+        labels_of.update(zip(keys, labels.tolist()))
         if len(keys):
             self.index.add(labels, vectors)
         return labels
@@ -155,9 +158,9 @@ def _pending(table_format, runs: set[str]) -> pa.Table | None:
     parts = [table_format.scan("embeddings", ["run_id", "source", "key", "digest", "vector"], run_id=run)
              for run in missing]
     rows = pa.concat_tables(parts).sort_by([("run_id", "descending")])
-    keys = rows["key"].to_pylist()
-    first = sorted({key: n for n, key in reversed(list(enumerate(keys)))}.values())  # latest run's row per key
-    return rows.take(pa.array(first, pa.int64()))
+    seen: set[str] = set()
+    latest = [n for n, key in enumerate(rows["key"].to_pylist()) if not (key in seen or seen.add(key))]
+    return rows.take(pa.array(latest, pa.int64()))  # the latest run's row per key (rows: newest run first)
 
 
 def _vectors(column: pa.ChunkedArray) -> np.ndarray:

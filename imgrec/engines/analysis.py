@@ -88,8 +88,8 @@ class Analyser:
         """`info`: the header, already checked against the calling API's limits. `with_scene=False` skips
         the pixel tags (main-object detection reads only objects and faces); such a caller may get a full
         analysis when one is at hand."""
-        digest = hashlib.blake2b(data, digest_size=16).digest()
-        keys = [(tenant, digest, True)] if with_scene else [(tenant, digest, True), (tenant, digest, False)]
+        keys = [_entry(tenant, data, True)] if with_scene else [_entry(tenant, data, True),
+                                                                _entry(tenant, data, False)]
         with self._lock:
             for key in keys:
                 found = self._entries.get(key)
@@ -118,12 +118,16 @@ class Analyser:
     def fingerprint(self, data: bytes, info: ImageInfo, tenant: str = "") -> Fingerprint:
         """The image's fingerprint: from its analysis when a tagging API just analysed it (no second
         inference), else decoded and classified for it alone (not kept: no tags were asked for)."""
-        key = (tenant, hashlib.blake2b(data, digest_size=16).digest(), True)
         with self._lock:
-            found = self._entries.get(key)
+            found = self._entries.get(_entry(tenant, data, True))
         if found is not None and found.done() and found.exception() is None and found.result().fingerprint:
             return found.result().fingerprint
         return fingerprint.of_bytes(data, info, self.models_dir)
+
+
+def _entry(tenant: str, data: bytes, with_scene: bool) -> tuple:
+    """The analyser's cache key of one image's pass."""
+    return tenant, hashlib.blake2b(data, digest_size=16).digest(), with_scene
 
 
 def analyse(data: bytes, info: ImageInfo, with_scene: bool = True, plugins: tuple = (),
