@@ -192,6 +192,8 @@ async def run_job(job: Job, settings: Settings) -> dict[str, Any]:
                            len(quarantined), damage.QUARANTINE, job.run_id)
         if folded := writing.compact_ledger(output, job.run_id, job.work_dir):
             logger.info("compacted %d ledger files into one", folded)
+        if folded := writing.compact_ledger(output, job.run_id, job.work_dir, writing.ANSWERS):
+            logger.info("compacted %d answers files into one", folded)
         tables.prepare()
         listed = _listed(job, logger)
         shards = plan_shards_task(job)

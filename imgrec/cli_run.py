@@ -109,6 +109,9 @@ def run(
                                  "tables (--no-similar: neither)"),
     similar_threshold: Optional[float] = typer.Option(None, help="Pairs at this fingerprint similarity or more "
                                                       "(0-1, cosine; default 0.85) are near-duplicates"),
+    reuse: bool = typer.Option(True, help="Do not send an image whose bytes were already answered for the same "
+                               "API and parameters: its rows come from its twin's answer (--no-reuse: call "
+                               "for every image)"),
     unit_price: Optional[float] = typer.Option(None, help="What one call costs, for the estimated cost "
                                                "(per API: [pipeline] unit_prices)"),
     config: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="TOML settings file"),
@@ -126,7 +129,8 @@ def run(
                  modified_since=since, modified_until=until, force=force or None, include=include or None,
                  exclude=exclude or None, sniff=sniff or None, manifest=manifest, dry_run=dry_run or None,
                  unit_price_per_call=unit_price, min_confidence=_floors(min_confidence),
-                 similar=None if similar else False, similar_threshold=similar_threshold)
+                 similar=None if similar else False, similar_threshold=similar_threshold,
+                 reuse=None if reuse else False)
     is_backfill = bool(prefix or since or until or force)
     try:  # checked here, before Prefect starts: a mistake fails in a second, in one line
         parameters = RunParameters(**{k: v for k, v in given.items() if v is not None})

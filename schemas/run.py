@@ -66,6 +66,9 @@ class RunParameters(BaseModel):
     # so far: the embeddings and near_duplicates tables (schemas/similar.py)
     similar: bool = True
     similar_threshold: float = Field(SIMILAR_THRESHOLD, gt=0, le=1, allow_inf_nan=False)  # cosine, 0..1
+    # An object with the same bytes as one already answered (this run or an earlier one) for the same API and
+    # parameters is not sent again: its rows come from the twin's answer (the reused table; tasks/reuse.py)
+    reuse: bool = True
     dry_run: bool = False  # list and plan, print the calls and the estimated cost; call nothing, write nothing
     modified_since: datetime | None = None  # only objects last modified at or after
     modified_until: datetime | None = None  # ... and before

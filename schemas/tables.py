@@ -111,6 +111,13 @@ TABLES: dict[str, pa.Schema] = {
         pa.field("similarity", pa.float64()),  # the fingerprints' cosine, 0..1 (1: the same picture)
         pa.field("kind", pa.string()),  # exact: the same bytes; near: everything else
     ]),
+    # One row per answer reused from a byte-identical twin (tasks/reuse.py): the key's rows of that API were
+    # made from the answer the twin got, not from a call of its own.
+    "reused": pa.schema(_KEYS + [
+        pa.field("twin_key", pa.string()),
+        pa.field("twin_run_id", pa.string()),
+        pa.field("digest", pa.string()),  # sha256:<hex> of the bytes, or md5:<ETag> of a bucket object
+    ]),
     "runs": pa.schema([
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("flow", pa.string()),
@@ -142,6 +149,14 @@ LEDGER_SCHEMA = pa.schema([
     pa.field("api", pa.string()), pa.field("params_hash", pa.string()), pa.field("key", pa.string()),
     pa.field("fingerprint", pa.string()), pa.field("outcome", pa.string()), pa.field("run_id", pa.string()),
 ])
+
+
+# `_state/answers`: each call's answer by content digest, for twins of later runs (tasks/reuse.py).
+ANSWERS_SCHEMA = pa.schema([
+    pa.field("api", pa.string()), pa.field("params_hash", pa.string()), pa.field("digest", pa.string()),
+    pa.field("key", pa.string()), pa.field("run_id", pa.string()), pa.field("response", pa.string()),
+])
+STATE_SCHEMAS = {"_ledger": LEDGER_SCHEMA, "_answers": ANSWERS_SCHEMA}
 
 
 def read_schema(table: str, columns: list[str] | None = None) -> pa.Schema:

@@ -114,10 +114,12 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
     latency = LatencyHistogram()
     calls = errors = retries = 0
     by_api: Counter = Counter()
+    saved: Counter = Counter()
     wait = 0.0
     for s in shards:
         status.update(s.status)
         by_api.update(s.calls_by_api)
+        saved.update(s.saved_by_api)
         codes.update(s.error_codes)
         latency.merge(s.latency)
         calls += s.calls
@@ -140,6 +142,7 @@ def summarize(job: Job, listed: int, shards: list[ShardStats], finished_at: date
         "duration_s": round(duration, 3), "listed": listed,
         "status": {k: status.get(k, 0) for k in ("ok", "failed", "invalid", "skipped")},
         "processed": processed, "calls": calls, "call_errors": errors, "retries": retries,
+        "calls_saved": sum(saved.values()), "calls_saved_by_api": dict(saved),
         "rate_limit_wait_s": round(wait, 3), "images_per_s": round(processed / duration, 3),
         "latency_ms": {"p50": latency.percentile(0.5), "p95": latency.percentile(0.95),
                        "max": latency.max_ms if latency.count else None, "mean": latency.mean()},

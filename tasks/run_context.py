@@ -1,5 +1,5 @@
-"""What one run's shards share inside a process: the run's circuit breaker, its progress counter and the
-backend the flow lends them. One object per run, found by the run's id (`of(job)`), instead of a registry
+"""What one run's shards share inside a process: the run's circuit breaker, its progress counter, the
+answers it had (for byte-identical twins) and the backend the flow lends them. One object per run, found by the run's id (`of(job)`), instead of a registry
 each: the flow makes it, a Dask worker process makes its own on its first shard of the run."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from imgrec.connectors.backend import RecognitionBackend
 
 from .breaker import CircuitBreaker
 from .progress import Progress
+from .reuse import AnswerBook, reusable
 
 
 @dataclass
@@ -17,6 +18,7 @@ class RunContext:
     run_id: str
     breaker: CircuitBreaker
     progress: Progress = field(default_factory=Progress)
+    answers: AnswerBook | None = None  # None: the run reuses nothing (--no-reuse)
     # the flow's backend, lent to the shards that run on its event loop (an HTTP client is bound to its loop)
     lent: dict[int, RecognitionBackend] = field(default_factory=dict)
 
@@ -30,7 +32,10 @@ def of(job) -> RunContext:
     with _lock:
         context = _runs.get(job.run_id)
         if context is None:
-            context = _runs[job.run_id] = RunContext(job.run_id, CircuitBreaker(url_mode=job.mode == "url"))
+            answers = AnswerBook(job.output, job.run_id, {api: job.params_hash(api) for api in job.apis
+                                                          if reusable(api)}, job.work_dir) if job.reuse else None
+            context = _runs[job.run_id] = RunContext(job.run_id, CircuitBreaker(url_mode=job.mode == "url"),
+                                                     answers=answers)
             _latest[:] = [context]
         return context
 

@@ -32,6 +32,7 @@ from .formats import format_of
 from .job import Job
 from .latency import LatencyHistogram
 from .normalize import Context, normalize
+from .reuse import Answer, answer_row, digest_of, reusable
 from .writing import commit_shard, shard_name
 
 log = logging.getLogger("imgrec.tasks.shard_worker")
@@ -64,6 +65,7 @@ class ShardStats:
     status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     calls: int = 0
     calls_by_api: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # attempts, for the cost
+    saved_by_api: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # answers reused from twins
     call_errors: int = 0
     retries: int = 0
     rate_wait_s: float = 0.0
@@ -73,7 +75,7 @@ class ShardStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {"shard": self.shard, "objects": self.objects, "status": dict(self.status), "calls": self.calls,
-                "calls_by_api": dict(self.calls_by_api),
+                "calls_by_api": dict(self.calls_by_api), "saved_by_api": dict(self.saved_by_api),
                 "call_errors": self.call_errors, "retries": self.retries, "rate_wait_s": self.rate_wait_s,
                 "latency": self.latency.to_dict(), "error_codes": dict(self.error_codes), "rows": self.rows}
 
@@ -159,10 +161,12 @@ class _Reader:
 
 @dataclass
 class _Read:
-    """What the read step learnt of one object: its bytes (inline), its header, or why it cannot be sent."""
+    """What the read step learnt of one object: its bytes (inline), its header, or why it cannot be sent;
+    its content digest where the run reuses answers (reuse.py)."""
     data: bytes | None = None
     info: ImageInfo | None = None
     error: ApiError | None = None
+    digest: str | None = None
 
 
 class ShardWorker:
@@ -183,6 +187,8 @@ class ShardWorker:
         self.hashes = {api: job.params_hash(api) for api in job.work}
         self.context = run_context.of(job)
         self.breaker = self.context.breaker
+        self.answers = self.context.answers  # None: --no-reuse
+        self.kept: list[dict] = []  # this shard's answers, for twins of later runs
         self._slots = asyncio.Semaphore(max(1, job.concurrency))
         # Inline, an image is read only when some pending API could take its listed size, and never more than
         # the largest such size plus one byte: a 3 GiB file is refused from the listing, not after reading it.
@@ -200,7 +206,7 @@ class ShardWorker:
         started = time.perf_counter()
         self.stats.rows = await asyncio.to_thread(
             commit_shard, self.job.output, self.job.run_date, shard_name(self.job.run_id, self.stats.shard),
-            dict(self.tables), self.ledger, format_of(self.job))
+            dict(self.tables), self.ledger, format_of(self.job), self.kept)
         log.debug("shard %d committed in %.3fs", self.stats.shard, time.perf_counter() - started)
         return self.stats
 
@@ -236,7 +242,8 @@ class ShardWorker:
                 raise ApiError.of("AIS.0020", f"{obj['size']} bytes listed")  # not read at all
             # a ranged GET of an empty object is an error on some servers
             head = b"" if not inline and obj["size"] == 0 else await _within(self._reader.read(obj["key"]))
-            return _Read(data=head if inline else None, info=inspect_image(head, ANY_IMAGE))
+            digest = digest_of(head if inline else None, obj["etag"]) if self.answers is not None else None
+            return _Read(data=head if inline else None, info=inspect_image(head, ANY_IMAGE), digest=digest)
         except ApiError as err:
             return _Read(error=err)
         except Exception as exc:  # storage failures: the object could not be read this time
@@ -311,16 +318,45 @@ class ShardWorker:
         return "limit" if err.kind == errors.LIMIT else "invalid"
 
     async def recognize(self, obj: dict, api: str, read: _Read) -> str:
-        """One API of one object through the steps; its outcome: ok, invalid, limit or failed."""
+        """One API of one object through the steps; its outcome: ok, invalid, limit or failed. An answer
+        already had for the same bytes (a twin's) is recorded instead of a call."""
         try:
             self.pre_validate(obj, api, read)
         except ApiError as err:
             return self.refuse(obj, api, dataclasses.replace(err, attempts=0))  # refused before any call
+        digest = read.digest if read.digest and reusable(api) else None
+        answer, mine = await self.answers.claim(api, digest) if digest else (None, False)
+        if answer is not None:
+            return self.reuse(obj, api, read, answer, digest)
+        if not mine:  # nothing to reuse, or the twin's call failed: this object calls for itself
+            return (await self.call_and_record(obj, api, read))[0]
+        made = None
+        try:
+            outcome, result = await self.call_and_record(obj, api, read)
+            if outcome == "ok":
+                made = Answer(result.response, obj["key"], self.job.run_id)
+                self.kept.append(answer_row(api, self.hashes[api], digest, obj["key"], self.job.run_id,
+                                            result.response))
+            return outcome
+        finally:  # also when cancelled: twins waiting for this answer call for themselves
+            self.answers.settle(api, digest, made)
+
+    async def call_and_record(self, obj: dict, api: str, read: _Read) -> tuple[str, CallResult | None]:
         try:
             result = await self.call(obj, api, read)
         except ApiError as err:
-            return self.refuse(obj, api, err)
-        return self.record(obj, api, read, result)
+            return self.refuse(obj, api, err), None
+        return self.record(obj, api, read, result), result
+
+    def reuse(self, obj: dict, api: str, read: _Read, answer: Answer, digest: str) -> str:
+        """The twin's answer recorded as this object's, and a `reused` row naming the twin."""
+        outcome = self.record(obj, api, read, CallResult(api, answer.response, attempts=0))
+        if outcome == "ok":
+            self.stats.saved_by_api[api] += 1
+            self.tables["reused"].append({"run_id": self.job.run_id, "source": self.source.uri, "key": obj["key"],
+                                          "api": api, "twin_key": answer.twin_key,
+                                          "twin_run_id": answer.twin_run_id, "digest": digest})
+        return outcome
 
     async def fingerprint(self, obj: dict, read: _Read, reported: bool) -> str:
         """The image's fingerprint as an `embeddings` row (its near-duplicates are found after the shards,

@@ -5,6 +5,7 @@ Layout under the output (a folder, or a bucket prefix; connectors/output.py):
   <table>/...                                              the tables, as their format lays them out (formats/)
   _state/ledger/<run_id>-s<NNNNN>.parquet                  what succeeded, for incremental runs
   _state/ledger/compact-<run_id>.parquet                   many of those folded into one (compact_ledger)
+  _state/answers/<run_id>-s<NNNNN>.parquet                 each call's answer by content digest (reuse.py)
   _staging/<run_id>-s<NNNNN>/                              objects being written, and their COMMIT marker
 
 A shard writes every table's rows as a Parquet file into its staging prefix, then a COMMIT marker naming
@@ -27,13 +28,14 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from imgrec.connectors.output import FolderOutput, Output, local_copies
-from imgrec.schemas.tables import LEDGER_SCHEMA
+from imgrec.schemas.tables import ANSWERS_SCHEMA, LEDGER_SCHEMA
 
 from . import failpoints
 from .formats import TableFormat
 from .formats.parquet import ParquetFiles, parquet_bytes
 
 LEDGER = "_state/ledger"
+ANSWERS = "_state/answers"
 STAGING = "_staging"
 
 
@@ -52,27 +54,30 @@ def as_output(out: Output | Path | str) -> Output:
 LEDGER_COMPACT_AT = 64  # ledger files; planning reads each of them once per partition
 
 
-def ledger_names(output: Output) -> list[str]:
-    return [name for name in output.list(LEDGER) if name.endswith(".parquet")]
+def ledger_names(output: Output, folder: str = LEDGER) -> list[str]:
+    return [name for name in output.list(folder) if name.endswith(".parquet")]
 
 
-def compact_ledger(out: Output | Path, run_id: str, work: Path | None = None) -> int:
-    """Fold the ledger's per-shard files into one once there are many; returns how many were folded.
+def compact_ledger(out: Output | Path, run_id: str, work: Path | None = None, folder: str = LEDGER) -> int:
+    """Fold the ledger's per-shard files (or the answers', `folder=ANSWERS`) into one once there are many;
+    returns how many were folded.
 
     Streams record batches, so memory stays flat however long the history. The new file is put in place
     whole (rename or PUT) before the old ones go: a crash in between leaves some rows twice, which planning
-    reads as one (DISTINCT) and the next compaction folds again.
+    reads as one (DISTINCT; a twin's answer found twice is the same answer) and the next compaction folds
+    again.
     """
     output = as_output(out)
-    names = ledger_names(output)
+    names = ledger_names(output, folder)
     if len(names) < LEDGER_COMPACT_AT:
         return 0
     work = work or output.local_root / "_runs" / run_id
     work.mkdir(parents=True, exist_ok=True)
-    target = f"{LEDGER}/compact-{run_id}.parquet"
+    target = f"{folder}/compact-{run_id}.parquet"
     tmp = work / f"compact-{run_id}.parquet.tmp"
-    with pq.ParquetWriter(tmp, LEDGER_SCHEMA, compression="zstd") as writer:
-        for path in local_copies(output, names, work / "ledger"):
+    schema = ANSWERS_SCHEMA if folder == ANSWERS else LEDGER_SCHEMA
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for path in local_copies(output, names, work / folder):
             for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536):
                 writer.write_batch(batch)
     with open(tmp, "rb+") as fh:
@@ -83,9 +88,10 @@ def compact_ledger(out: Output | Path, run_id: str, work: Path | None = None) ->
 
 
 def commit_shard(out: Output | Path, run_date: str, name: str, tables: dict[str, list[dict[str, Any]]],
-                 ledger: list[dict[str, Any]], table_format: TableFormat | None = None) -> dict[str, int]:
-    """Write one shard's rows for every table (empty tables write nothing) and its ledger, atomically, into
-    the run's `table_format` (default: Parquet files in `out`)."""
+                 ledger: list[dict[str, Any]], table_format: TableFormat | None = None,
+                 answers: list[dict[str, Any]] = ()) -> dict[str, int]:
+    """Write one shard's rows for every table (empty tables write nothing), its answers and its ledger,
+    atomically, into the run's `table_format` (default: Parquet files in `out`)."""
     output = as_output(out)
     table_format = table_format or ParquetFiles(output)
     staging = f"{STAGING}/{name}"
@@ -100,6 +106,10 @@ def commit_shard(out: Output | Path, run_date: str, name: str, tables: dict[str,
         output.put(staged, parquet_bytes(table, rows))
         failpoints.hit("staging")
         moves.append((staged, table_format.destination(table, run_date, name)))
+    if answers:
+        staged = f"{staging}/answers.parquet"
+        output.put(staged, parquet_bytes("_answers", list(answers)))
+        moves.append((staged, f"{ANSWERS}/{name}.parquet"))
     if ledger:
         staged = f"{staging}/ledger.parquet"
         output.put(staged, parquet_bytes("_ledger", ledger))
@@ -114,7 +124,7 @@ def _apply(output: Output, staging: str, moves: list[tuple[str, str]], table_for
     for staged, destination in moves:
         if "/" not in staged:  # a marker written before staged names were full paths
             staged = f"{staging}/{staged}"
-        if destination.startswith(f"{LEDGER}/"):
+        if destination.startswith((f"{LEDGER}/", f"{ANSWERS}/")):
             landed = output.move(staged, destination)
         elif table_format.owns(destination):
             landed = table_format.land(staged, destination, name)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from imgrec.connectors.output import Output, local_copies
-from imgrec.schemas.tables import LEDGER_SCHEMA, TABLES, conform
+from imgrec.schemas.tables import STATE_SCHEMAS, TABLES, conform
 
 
 def table_name(table: str, run_date: str, name: str) -> str:
@@ -31,8 +31,8 @@ def table_file(out: Path, table: str, run_date: str, name: str) -> Path:
 
 
 def write_table(path: Path | io.BytesIO, table: str, rows: list[dict[str, Any]]) -> None:
-    """Rows of a table (or of the ledger, `_ledger`) as one zstd Parquet file with the table's schema."""
-    schema = TABLES[table] if table in TABLES else LEDGER_SCHEMA
+    """Rows of a table (or of the run state's `_ledger`, `_answers`) as one zstd Parquet file with its schema."""
+    schema = TABLES[table] if table in TABLES else STATE_SCHEMAS[table]
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, compression="zstd")
 
 
