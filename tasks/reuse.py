@@ -102,7 +102,10 @@ class AnswerBook:
             return had, False
         if flight is not None:
             return await asyncio.wrap_future(flight), False
-        stored = await asyncio.to_thread(self._earlier, api, digest)
+        # the earlier runs' answers read once (off the loop); after that a digest they lack costs no thread hop
+        known = self._stored
+        stored = None if known is not None and not (api in known and known[api].find(digest)) else \
+            await asyncio.to_thread(self._earlier, api, digest)
         if stored is not None:
             self.settle(api, digest, stored)
             return stored, False

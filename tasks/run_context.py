@@ -32,8 +32,8 @@ def of(job) -> RunContext:
     with _lock:
         context = _runs.get(job.run_id)
         if context is None:
-            answers = AnswerBook(job.output, job.run_id, {api: job.params_hash(api) for api in job.apis
-                                                          if reusable(api)}, job.work_dir) if job.reuse else None
+            hashes = {api: job.params_hash(api) for api in job.apis if reusable(api)}
+            answers = AnswerBook(job.output, job.run_id, hashes, job.work_dir) if job.reuse and hashes else None
             context = _runs[job.run_id] = RunContext(job.run_id, CircuitBreaker(url_mode=job.mode == "url"),
                                                      answers=answers)
             _latest[:] = [context]
