@@ -249,7 +249,7 @@ def test_analysis_is_shared_by_concurrent_requests_and_failures_are_not_kept():
     for _ in range(2):
         with pytest.raises(ApiError):
             analyse(analyser, truncated)
-    assert analyser.passes == 1 and len(analyser._entries) == 1  # only chelsea's; the failure is not cached
+    assert analyser.passes == 1 and len(analyser._analyses) == 1  # only chelsea's; the failure is not cached
     small = Analyser(capacity=2)
     for name in ("astronaut", "chelsea", "coffee", "astronaut"):
         analyse(small, encode(photo(name)))

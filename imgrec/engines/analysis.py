@@ -1,7 +1,8 @@
-"""What the tagging and main-object engines see in one image: detector objects, faces and pixel tags.
+"""What the engines see in one image: its work image, its classification, and its analysis (detector
+objects, faces and pixel tags).
 
-Computed once per image by an `Analyser` shared by those engines, and formatted per endpoint by
-tagging.py and main_object_detection.py.
+Computed once per image by an `Analyser` shared by the engines, and formatted per endpoint by tagging.py,
+main_object_detection.py, recapture_detect.py and celebrity_recognition.py.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from pathlib import Path
+
+import numpy as np
 
 from imgrec.schemas.common import ImageInfo
 from imgrec.schemas.similar import Fingerprint
@@ -64,75 +67,138 @@ def object_candidates(detections: list[Detection], scale: float, width: float, h
     return out
 
 
-class Analyser:
-    """The bring-your-own models and the analyses of the images seen last, shared by the five engines
-    that analyse (tagging v1/v2, media tagging with and without boxes, main object).
+class Memo:
+    """Results by key, each computed once while it is kept (the last `capacity` keys): a caller asking for a
+    result being computed waits for that computation instead of repeating it. Failures are not kept: the next
+    caller tries again. Results are shared, so they are treated as read-only."""
 
-    A catalog run asks those APIs about one image one after another, and each needs the same decode,
-    detector, face and pixel pass: it runs once per image (keyed by a digest of the bytes) and the others
-    reuse it. A request that arrives while the same image is being analysed waits for that pass instead of
-    repeating it. Failures are not kept: the next request tries again. Analyses are treated as read-only.
-    Passes are shared only within one tenant (the service's caller project): another project's quick answer
-    must not tell anyone that this exact image was just sent by someone else.
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, Future] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def peek(self, key: tuple):
+        """The result kept under `key` if it is ready, else None (nothing is computed or waited for)."""
+        with self._lock:
+            found = self._items.get(key)
+        if found is not None and found.done() and found.exception() is None:
+            return found.result()
+        return None
+
+    def get(self, keys: list[tuple], compute):
+        """The result under the first of `keys` that is kept, else `compute()` kept under the last."""
+        with self._lock:
+            for key in keys:
+                found = self._items.get(key)
+                if found is not None:
+                    self._items.move_to_end(key)
+                    break
+            else:
+                key, found = keys[-1], None
+                mine = self._items[key] = Future()
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+        if found is not None:
+            return found.result()
+        try:
+            result = compute()
+        except BaseException as exc:
+            with self._lock:
+                if self._items.get(key) is mine:
+                    del self._items[key]
+            mine.set_exception(exc)  # whoever waits on it fails as it did (same input)
+            raise
+        mine.set_result(result)
+        return result
+
+
+# Decoded work images kept: the APIs of one image are asked close together, and each is a few MB.
+PIXEL_CAPACITY = 4
+
+
+class Analyser:
+    """The bring-your-own models and the work shared by every API that looks at the same image: its decoded
+    work image, its classification (the classifier's probabilities and embedding: tags, scenes, recapture and
+    the fingerprint read it) and its analysis (detector objects, faces, pixel tags: the five engines that
+    analyse, tagging v1/v2, media tagging with and without boxes, main object).
+
+    A catalog run asks several APIs about one image one after another: each piece is computed once per image
+    (keyed by a digest of the bytes) and the others reuse it; a request that arrives while a piece is being
+    computed waits for it. Shared only within one tenant (the service's caller project): another project's
+    quick answer must not tell anyone that this exact image was just sent by someone else.
     """
 
     def __init__(self, plugins: tuple = (), capacity: int = 256, models_dir: Path | None = None):
         self.plugins = tuple(plugins)
         self.models_dir = models_dir
-        self.capacity = capacity  # an Analysis is a few KB: no pixels are kept
-        self._entries: OrderedDict[tuple[str, bytes, bool], Future] = OrderedDict()
-        self._lock = threading.Lock()
+        self._analyses = Memo(capacity)  # an Analysis is a few KB: no pixels are kept
+        self._classified = Memo(capacity)  # 1000 + 1280 floats
+        self._pixels = Memo(min(capacity, PIXEL_CAPACITY))
         self.passes = 0  # analyses computed (the rest were reused): for tests and benchmarks
+
+    @property
+    def capacity(self) -> int:
+        return self._analyses.capacity
+
+    @capacity.setter
+    def capacity(self, value: int) -> None:  # 0: every call computes afresh (benchmarks of one pass)
+        self._analyses.capacity = self._classified.capacity = value
+        self._pixels.capacity = min(value, PIXEL_CAPACITY)
 
     def analyse(self, data: bytes, info: ImageInfo, tenant: str = "", with_scene: bool = True) -> Analysis:
         """`info`: the header, already checked against the calling API's limits. `with_scene=False` skips
         the pixel tags (main-object detection reads only objects and faces); such a caller may get a full
         analysis when one is at hand."""
-        keys = [_entry(tenant, data, True)] if with_scene else [_entry(tenant, data, True),
-                                                                _entry(tenant, data, False)]
-        with self._lock:
-            for key in keys:
-                found = self._entries.get(key)
-                if found is not None:
-                    self._entries.move_to_end(key)
-                    break
-            else:
-                key, found = keys[-1], None
-                mine = self._entries[key] = Future()
-                while len(self._entries) > self.capacity:
-                    self._entries.popitem(last=False)
-        if found is not None:
-            return found.result()
-        try:
-            result = analyse(data, info, with_scene, self.plugins, self.models_dir)
-        except BaseException as exc:
-            with self._lock:
-                if self._entries.get(key) is mine:
-                    del self._entries[key]
-            mine.set_exception(exc)  # whoever waits on this pass fails as the pass did (same bytes)
-            raise
-        self.passes += 1
-        mine.set_result(result)
-        return result
+        full = _entry(tenant, data, "analysis")
+        keys = [full] if with_scene else [full, _entry(tenant, data, "objects")]
+
+        def compute() -> Analysis:
+            rgb, scale = self.pixels(data, info, tenant)
+            predicted = self.classified(data, info, tenant) if with_scene else None
+            result = analyse(data, info, with_scene, self.plugins, self.models_dir, (rgb, scale), predicted)
+            self.passes += 1
+            return result
+
+        return self._analyses.get(keys, compute)
+
+    def pixels(self, data: bytes, info: ImageInfo, tenant: str = "") -> tuple[np.ndarray, float]:
+        """The image's work image and the factor from its pixels to the original's (`work_image`)."""
+        return self._pixels.get([_entry(tenant, data, "pixels")], lambda: _read_only(work_image(data, info)))
+
+    def classified(self, data: bytes, info: ImageInfo, tenant: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """The classifier's class probabilities and embedding of the work image."""
+        return self._classified.get([_entry(tenant, data, "classified")],
+                                    lambda: classifier(self.models_dir).predict(self.pixels(data, info, tenant)[0]))
 
     def fingerprint(self, data: bytes, info: ImageInfo, tenant: str = "") -> Fingerprint:
-        """The image's fingerprint: from its analysis when a tagging API just analysed it (no second
-        inference), else decoded and classified for it alone (not kept: no tags were asked for)."""
-        with self._lock:
-            found = self._entries.get(_entry(tenant, data, True))
-        if found is not None and found.done() and found.exception() is None and found.result().fingerprint:
-            return found.result().fingerprint
-        return fingerprint.of_bytes(data, info, self.models_dir)
+        """The image's fingerprint: from its analysis when a tagging API just analysed it, else from its
+        classification (computed for it, if no API classified it)."""
+        found = self._analyses.peek(_entry(tenant, data, "analysis"))
+        if found is not None and found.fingerprint:
+            return found.fingerprint
+        _, embedding = self.classified(data, info, tenant)
+        return fingerprint.of_pixels(self.pixels(data, info, tenant)[0], embedding, data)
 
 
-def _entry(tenant: str, data: bytes, with_scene: bool) -> tuple:
-    """The analyser's cache key of one image's pass."""
-    return tenant, hashlib.blake2b(data, digest_size=16).digest(), with_scene
+def _read_only(pixels: tuple[np.ndarray, float]) -> tuple[np.ndarray, float]:
+    pixels[0].flags.writeable = False  # shared by the engines: one that changed it would change the others'
+    return pixels
+
+
+def _entry(tenant: str, data: bytes, part: str) -> tuple:
+    """The key of one piece of one image's shared work."""
+    return tenant, hashlib.blake2b(data, digest_size=16).digest(), part
 
 
 def analyse(data: bytes, info: ImageInfo, with_scene: bool = True, plugins: tuple = (),
-            models_dir: Path | None = None) -> Analysis:
-    rgb, scale = work_image(data, info)
+            models_dir: Path | None = None, pixels: tuple[np.ndarray, float] | None = None,
+            predicted: tuple[np.ndarray, np.ndarray] | None = None) -> Analysis:
+    """One image's analysis; `pixels` (its work image and scale) and `predicted` (its classification) when
+    they are at hand."""
+    rgb, scale = pixels if pixels is not None else work_image(data, info)
     detections = detector(models_dir).detect(rgb)
     faces = face_models().detect(rgb, upsample=0, with_descriptors=False)
     candidates = object_candidates(detections, scale, rgb.shape[1], rgb.shape[0])
@@ -143,7 +209,9 @@ def analyse(data: bytes, info: ImageInfo, with_scene: bool = True, plugins: tupl
     for plugin in plugins:  # bring-your-own ONNX models (plugins.py)
         candidates += [_rescale(c, scale) for c in plugin.candidates(rgb)]
     if with_scene:
-        classified, contradicted, embedding = classifier(models_dir).candidates(rgb)
+        model = classifier(models_dir)
+        probs, embedding = predicted if predicted is not None else model.predict(rgb)
+        classified, contradicted = model.tags(probs, embedding)
         candidates = merge(weaken(candidates, contradicted), classified)
         candidates += lighting_tags(rgb) + colour_tags(rgb) + document_tags(rgb)
         candidates += [_rescale(c, scale) for c in code_tags(rgb)]

@@ -19,6 +19,7 @@ from imgrec.schemas.common import ANY_IMAGE, ParsedRequest, inspect_image
 from imgrec.schemas.errors import ApiError
 
 from .base import folder_problem, image_info
+from .imaging import WORK_SIDE as IMAGING_WORK_SIDE
 from .imaging import decode, decode_scaled
 from .faces import face_models
 
@@ -92,6 +93,7 @@ class CelebrityRecognitionEngine:
         settings = registry.settings.celebrity
         self.match_distance = settings.match_distance
         self.gallery = Gallery.load(settings.gallery)
+        self.analyser = registry.analyser
 
     @staticmethod
     def problem(settings) -> str | None:
@@ -100,10 +102,12 @@ class CelebrityRecognitionEngine:
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         threshold = request.params["threshold"]
         info = image_info(data, request, self.spec)
-        if not self.gallery.labels:
-            decode(data, info, max_side=WORK_SIDE)  # still refuse damaged input
+        if max(info.width, info.height) <= IMAGING_WORK_SIDE:  # decoded whole either way: the same pixels
+            rgb, decode_scale = self.analyser.pixels(data, info, request.tenant)
+        else:
+            rgb, decode_scale = decode_scaled(data, info, max_side=WORK_SIDE)
+        if not self.gallery.labels:  # decoded all the same: damaged input is refused
             return schema.Response(result=[])
-        rgb, decode_scale = decode_scaled(data, info, max_side=WORK_SIDE)
         work, work_scale = _downscale(rgb)
         scale = decode_scale / work_scale  # work pixels -> original pixels
         results = []

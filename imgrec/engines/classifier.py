@@ -89,6 +89,10 @@ class Classifier:
         """The classifier's tags, the detector's animal classes it contradicts (`contradicted`), and the
         embedding (for the image's fingerprint)."""
         probs, embedding = self.predict(rgb)
+        return *self.tags(probs, embedding), embedding
+
+    def tags(self, probs: np.ndarray, embedding: np.ndarray) -> tuple[list[Candidate], dict[str, float]]:
+        """The tags and contradicted detector classes of one prediction (`predict`'s two arrays)."""
         out: dict[str, Candidate] = {}
 
         def add(en: str, zh: str, category: str, kind: str, probability: float) -> None:
@@ -119,7 +123,7 @@ class Classifier:
         for en, (zh, p) in self.scene_probabilities(embedding).items():
             if en != "other":
                 add(en, zh, "scene", "scene", p)
-        return list(out.values()), self.contradicted(probs), embedding
+        return list(out.values()), self.contradicted(probs)
 
 
 @lru_cache(maxsize=2)

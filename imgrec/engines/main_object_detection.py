@@ -17,7 +17,7 @@ from imgrec.schemas.shapes import BoxFloat
 
 from .analysis import analysis_problem, clamp_box
 from .base import image_info
-from .imaging import decode, iou
+from .imaging import iou
 
 SALIENCY_SIDE = 256
 
@@ -76,7 +76,7 @@ class MainObjectDetectionEngine:
         if candidates:
             main = max(candidates, key=weight)
         else:
-            found = saliency_box(decode(data, info, max_side=1024))
+            found = saliency_box(self.analyser.pixels(data, info, request.tenant)[0])
             main = found if found and found[1] >= threshold else None
         if main is not None:
             items.append(self._item("main_object_box", main, a.width, a.height))

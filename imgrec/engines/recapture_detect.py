@@ -26,13 +26,25 @@ from .recapture_features import features
 HEAD = WEIGHTS / "recapture_head.npz"
 
 
-def engine_features(data: bytes, info, models_dir) -> np.ndarray:
-    """What the head reads: the classifier's 1280-d embedding of the whole photo (what it shows: a screen's
-    bezel, a print's paper and edges) and the spectral / noise / tone features (how it was captured)."""
-    from .classifier import classifier
+# The features' decode: at most this long a side (a phone photo's moiré and subpixel grid survive it).
+FEATURE_SIDE = 1536
 
-    rgb = decode(data, info, max_side=1536)
-    return np.concatenate([classifier(models_dir).predict(rgb)[1], features(rgb)]).astype(np.float32)
+
+def engine_features(data: bytes, info, models_dir, analyser=None, tenant: str = "") -> np.ndarray:
+    """What the head reads: the classifier's 1280-d embedding of the whole photo (what it shows: a screen's
+    bezel, a print's paper and edges) and the spectral / noise / tone features (how it was captured).
+    With an `analyser`, the embedding and (for a photo no larger than the work image) the pixels are the
+    ones the image's other APIs use."""
+    from .analysis import Analyser
+    from .imaging import WORK_SIDE
+
+    analyser = analyser or Analyser(capacity=0, models_dir=models_dir)
+    _, embedding = analyser.classified(data, info, tenant)
+    if max(info.width, info.height) <= WORK_SIDE:  # decoded whole either way: the same pixels
+        rgb = analyser.pixels(data, info, tenant)[0]
+    else:
+        rgb = decode(data, info, max_side=FEATURE_SIDE)
+    return np.concatenate([embedding, features(rgb)]).astype(np.float32)
 
 
 def verdict(p: float, threshold: float) -> tuple[str, str, float]:
@@ -53,6 +65,7 @@ class RecaptureDetectEngine:
             self.weight, self.bias = head["weight"], float(head["bias"])
             self.mean, self.scale = head["mean"], head["scale"]
         self.models_dir = registry.settings.models_dir
+        self.analyser = registry.analyser
 
     @staticmethod
     def problem(settings) -> str | None:
@@ -68,7 +81,8 @@ class RecaptureDetectEngine:
         return 1.0 / (1.0 + np.exp(-z))
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
-        p = self.probability(engine_features(data, image_info(data, request, self.spec), self.models_dir))
+        info = image_info(data, request, self.spec)
+        p = self.probability(engine_features(data, info, self.models_dir, self.analyser, request.tenant))
         suggestion, category, score = verdict(p, request.params["threshold"])
         return schema.Response(result=schema.Result(
             suggestion=suggestion, category=category, score=f"{score:.4f}",
