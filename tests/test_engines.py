@@ -257,8 +257,9 @@ def test_analysis_is_shared_by_concurrent_requests_and_failures_are_not_kept():
 
 
 def test_recapture_features_are_the_full_sorts_figures():
-    """The spectral features use precomputed band bins and one partial sort per band: the same numbers as the
-    plain definition (every bin of the band sorted), so the trained head sees what it was trained on."""
+    """The spectral features use precomputed band bins, one partial sort per band and a float32 FFT: the
+    numbers of the plain definition (float64, every bin of the band sorted) to 1e-3, so the trained head
+    sees what it was trained on."""
     from imgrec.engines import recapture_features as rf
 
     def plain(patches):  # the definition, as the head was trained
@@ -274,7 +275,7 @@ def test_recapture_features_are_the_full_sorts_figures():
     for name in ("chelsea", "coffee", "rocket"):
         grey = photo(name).astype(np.float32).mean(axis=2) / 255
         patches = rf._patches(grey - grey.mean())
-        np.testing.assert_allclose(rf._spectral(patches), plain(patches), rtol=1e-5)
+        np.testing.assert_allclose(rf._spectral(patches), plain(patches), rtol=1e-3)
 
 
 def test_the_classifier_speaks_against_a_detector_animal_it_contradicts():
