@@ -98,7 +98,7 @@ def main() -> None:
         correct += [c.label for c in result.result] == ["Eileen Collins"]
     for img in negatives.values():
         correct += run(registry, "celebrity_recognition", jpeg(img)).result == []
-    rows.append(["celebrity recognition (dlib)", f"{correct}/7 correct ({len(positives)} variants of the "
+    rows.append(["celebrity recognition (BlazeFace + dlib)", f"{correct}/7 correct ({len(positives)} variants of the "
                  f"gallery person, {len(negatives)} others), threshold 0.9", f"{np.median(lat):.0f}"])
 
     # --- recapture: quality on real recaptures is in bench/quality.py; here its one-core latency

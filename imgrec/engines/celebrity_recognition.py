@@ -19,13 +19,14 @@ from imgrec.schemas.common import ANY_IMAGE, ParsedRequest, inspect_image
 from imgrec.schemas.errors import ApiError
 
 from .base import folder_problem, image_info
-from .imaging import WORK_SIDE as IMAGING_WORK_SIDE
-from .imaging import decode, decode_scaled
+from .imaging import decode
+from .faces import MODEL_FILE as FACES_FILE
 from .faces import face_models
 
 log = logging.getLogger("imgrec.engines.celebrity")
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-# Work at most at this size: HOG finds 40-px faces at 1600 px, and decoding a 10000-px photo is wasteful.
+# A gallery photo is read at most this large (decoding a 10000-px photo is wasteful). Queries use the work
+# image every API of the image shares (imaging.WORK_SIDE) and its faces.
 WORK_SIDE = 1600
 CONFIDENCE_SLOPE = 0.05
 
@@ -44,13 +45,13 @@ class Gallery:
         return cls([], np.zeros((0, 128), dtype=np.float32))
 
     @classmethod
-    def load(cls, folder: Path | None) -> "Gallery":
+    def load(cls, folder: Path | None, models: Path | None = None) -> "Gallery":
         if folder is None:
             return cls.empty()
         root = folder.resolve()
         if not root.is_dir():
             raise FileNotFoundError(f"celebrity gallery {folder} is not a folder")
-        models = face_models()
+        models = face_models(models)
         labels, descriptors = [], []
         for person in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
             for photo in sorted(person.iterdir()):
@@ -64,7 +65,7 @@ class Gallery:
                     log.warning("gallery photo %s skipped: %s", photo.name, err.code)
                     continue
                 rgb, _ = _downscale(rgb)
-                faces = models.detect(rgb, upsample=1)
+                faces = models.detect(rgb)
                 if not faces:
                     log.warning("gallery photo %s/%s has no detectable face", person.name, photo.name)
                     continue
@@ -92,27 +93,27 @@ class CelebrityRecognitionEngine:
     def __init__(self, registry):
         settings = registry.settings.celebrity
         self.match_distance = settings.match_distance
-        self.gallery = Gallery.load(settings.gallery)
+        self.models_dir = registry.settings.models_dir
+        self.gallery = Gallery.load(settings.gallery, self.models_dir)
         self.analyser = registry.analyser
 
     @staticmethod
     def problem(settings) -> str | None:
-        return folder_problem(settings.celebrity.gallery, "[celebrity] gallery")
+        from imgrec.models.fetch import model_problem
+
+        return (folder_problem(settings.celebrity.gallery, "[celebrity] gallery")
+                or model_problem(Path(settings.models_dir) / FACES_FILE))
 
     def run(self, data: bytes, request: ParsedRequest) -> schema.Response:
         threshold = request.params["threshold"]
         info = image_info(data, request, self.spec)
-        if max(info.width, info.height) <= IMAGING_WORK_SIDE:  # decoded whole either way: the same pixels
-            rgb, decode_scale = self.analyser.pixels(data, info, request.tenant)
-        else:
-            rgb, decode_scale = decode_scaled(data, info, max_side=WORK_SIDE)
+        rgb, scale = self.analyser.pixels(data, info, request.tenant)  # work pixels -> original pixels: scale
         if not self.gallery.labels:  # decoded all the same: damaged input is refused
             return schema.Response(result=[])
-        work, work_scale = _downscale(rgb)
-        scale = decode_scale / work_scale  # work pixels -> original pixels
-        results = []
         min_side = math.ceil(schema.MIN_FACE_SIDE / scale)
-        for face in face_models().detect(work, upsample=1 if max(work.shape[:2]) < 800 else 0, min_side=min_side):
+        faces = [f for f in self.analyser.faces(data, info, request.tenant) if min(f.w, f.h) >= min_side]
+        results = []
+        for face in face_models(self.models_dir).describe(rgb, faces):
             distances = np.linalg.norm(self.gallery.descriptors - face.descriptor, axis=1)
             best = int(np.argmin(distances))
             confidence = confidence_from_distance(float(distances[best]), self.match_distance)

@@ -148,7 +148,7 @@ def face_tags(faces, shape) -> list[Candidate]:
     if not faces:
         return []
     area = shape[0] * shape[1]
-    probability = [1.0 / (1.0 + np.exp(-2.0 * f.score)) for f in faces]
+    probability = [f.score for f in faces]  # the face detector's probability
     boxes = [(float(f.x), float(f.y), float(f.w), float(f.h), round(p * 100, 2)) for f, p in zip(faces, probability)]
     tags = [Candidate("Face", "人脸", "human", "object", round(max(probability) * 100, 2), boxes)]
     if len(faces) >= 3:

