@@ -140,6 +140,7 @@ class Analyser:
         self._classified = Memo(capacity)  # 1000 + 1280 floats
         self._faces = Memo(capacity)
         self._pixels = Memo(min(capacity, PIXEL_CAPACITY))
+        self._last_digest: tuple[bytes, bytes] | None = None
         self.passes = 0  # analyses computed (the rest were reused): for tests and benchmarks
 
     @property
@@ -155,8 +156,8 @@ class Analyser:
         """`info`: the header, already checked against the calling API's limits. `with_scene=False` skips
         the pixel tags (main-object detection reads only objects and faces); such a caller may get a full
         analysis when one is at hand."""
-        full = _entry(tenant, data, "analysis")
-        keys = [full] if with_scene else [full, _entry(tenant, data, "objects")]
+        full = self._key(tenant, data, "analysis")
+        keys = [full] if with_scene else [full, self._key(tenant, data, "objects")]
 
         def compute() -> Analysis:
             pixels = self.pixels(data, info, tenant)
@@ -170,22 +171,33 @@ class Analyser:
 
     def pixels(self, data: bytes, info: ImageInfo, tenant: str = "") -> tuple[np.ndarray, float]:
         """The image's work image and the factor from its pixels to the original's (`work_image`)."""
-        return self._pixels.get([_entry(tenant, data, "pixels")], lambda: _read_only(work_image(data, info)))
+        return self._pixels.get([self._key(tenant, data, "pixels")], lambda: _read_only(work_image(data, info)))
 
     def classified(self, data: bytes, info: ImageInfo, tenant: str = "") -> tuple[np.ndarray, np.ndarray]:
         """The classifier's class probabilities and embedding of the work image."""
-        return self._classified.get([_entry(tenant, data, "classified")],
+        return self._classified.get([self._key(tenant, data, "classified")],
                                     lambda: classifier(self.models_dir).predict(self.pixels(data, info, tenant)[0]))
+
+    def _key(self, tenant: str, data: bytes, part: str) -> tuple:
+        """The key of one piece of one image's shared work. The digest of the bytes object seen last is kept:
+        the APIs of one image ask with the same object, several times each."""
+        last = self._last_digest
+        if last is not None and last[0] is data:
+            digest = last[1]
+        else:
+            digest = hashlib.blake2b(data, digest_size=16).digest()
+            self._last_digest = (data, digest)  # one tuple, replaced whole: safe across threads
+        return tenant, digest, part
 
     def faces(self, data: bytes, info: ImageInfo, tenant: str = "") -> list[Face]:
         """The faces of the work image, in its pixels (no descriptors)."""
-        return self._faces.get([_entry(tenant, data, "faces")], lambda: face_models(self.models_dir).detect(
+        return self._faces.get([self._key(tenant, data, "faces")], lambda: face_models(self.models_dir).detect(
             self.pixels(data, info, tenant)[0], with_descriptors=False))
 
     def fingerprint(self, data: bytes, info: ImageInfo, tenant: str = "") -> Fingerprint:
         """The image's fingerprint: from its analysis when a tagging API just analysed it, else from its
         classification (computed for it, if no API classified it)."""
-        found = self._analyses.peek(_entry(tenant, data, "analysis"))
+        found = self._analyses.peek(self._key(tenant, data, "analysis"))
         if found is not None and found.fingerprint:
             return found.fingerprint
         _, embedding = self.classified(data, info, tenant)
@@ -195,11 +207,6 @@ class Analyser:
 def _read_only(pixels: tuple[np.ndarray, float]) -> tuple[np.ndarray, float]:
     pixels[0].flags.writeable = False  # shared by the engines: one that changed it would change the others'
     return pixels
-
-
-def _entry(tenant: str, data: bytes, part: str) -> tuple:
-    """The key of one piece of one image's shared work."""
-    return tenant, hashlib.blake2b(data, digest_size=16).digest(), part
 
 
 def analyse(data: bytes, info: ImageInfo, with_scene: bool = True, plugins: tuple = (),
