@@ -8,7 +8,7 @@ photos (COCO and ImageNet dev photos, 335-640 px), without a celebrity gallery a
 Rounds alternate baseline and this tree so that machine load hits both alike; the figure is the median round.
 - in-process: the engines called as the pipeline's embedded backend calls them, one image after another;
 - over the wire: `imgrec serve` (one worker, pinned to one core, auth off) answering the seven requests of
-  each photo one after another from a client on another core;
+  each photo one after another from a client pinned to the other cores;
 - the scaling from 1 to 2 cores: two in-process children at once, one per core, against one alone;
 - the stage table: what each stage of this tree costs per photo.
 The baseline is exported with `git archive` and runs against the same virtual environment and models.
@@ -161,6 +161,9 @@ def child_wire(args) -> None:
     """ms per photo of the seven requests against `imgrec serve` of `args.tree`, pinned to one core."""
     import httpx
 
+    others = [core for core in cores() if core != args.core]
+    if others:  # the client on another core than the service's
+        os.sched_setaffinity(0, set(others))
     sys.path.insert(0, str(ROOT))
     from imgrec import schemas
     from tests.helpers import free_port
