@@ -105,6 +105,15 @@ async def test_copies_arriving_later_pair_with_the_catalog_and_a_rerun_adds_noth
     assert {key: copies for key, _, copies in answer} == {
         "chelsea.png": 1, "shop/chelsea-small.jpg": 1, "coffee.jpg": 1, "shop/coffee-again.jpg": 1}
 
+    # the README's index per partition, searched as one: the first key finds itself, then the others
+    snippet = re.search(r"\*\*Beyond one machine\*\*.*?```python\n(.*?)```", (ROOT / "README.md").read_text(),
+                        re.S).group(1)
+    merged = subprocess.run([sys.executable, "-c", snippet.replace("warehouse/", "out/")], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert merged.returncode == 0, merged.stderr
+    hits = eval(merged.stdout)  # noqa: S307 - the snippet prints a list of (key, similarity)
+    assert len(hits) == 5 and hits[0][1] > 0.99 and {k for k, _ in hits} == {e["key"] for e in embeddings}
+
 
 def test_killed_while_the_index_is_written_then_the_rerun_agrees(prefect_api, tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
