@@ -2,6 +2,7 @@
 returning the endpoint's response model (or an `ImageOutput`)."""
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,6 +15,8 @@ from imgrec.schemas.common import FORMAT_FILES, IMAGE_FORMATS, ApiSpec, ImageInf
 from imgrec.schemas.errors import ApiError
 
 from . import imaging
+
+log = logging.getLogger("imgrec.engines")
 
 if TYPE_CHECKING:
     from . import EngineRegistry
@@ -71,6 +74,26 @@ def weights_session(name: str):
     """The onnxruntime session of a network shipped in weights/, loaded once (AIS.0007 when it is missing)."""
     with _sessions_lock:
         return _weights_session(name)
+
+
+_converted_lock = threading.Lock()
+_converted: dict[str, Any] = {}
+
+
+def converted_model(models_dir: Path | None, file: str, build: Callable[[Path], Any]) -> Any:
+    """`build(path)` of the model the set-up converted into `models_dir` (default: the set-up's folder), made
+    once per process and path; AIS.0007 when the file is missing or damaged (not the file the set-up wrote)."""
+    from ..models.fetch import default_models_dir, model_problem
+
+    path = Path(models_dir if models_dir is not None else default_models_dir()) / file
+    with _converted_lock:  # first load only; later calls find it
+        found = _converted.get(str(path))
+        if found is None:
+            if problem := model_problem(path):  # missing, or damaged: refused, not run
+                log.error("%s", problem)
+                raise ApiError.of("AIS.0007", problem)
+            found = _converted[str(path)] = build(path)
+        return found
 
 
 def weights_problem(*names: str) -> str | None:

@@ -13,16 +13,12 @@ The model is converted at set-up (python -m imgrec.models.fetch) into the models
 from __future__ import annotations
 
 import functools
-import threading
 from collections import defaultdict
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from imgrec.schemas.errors import ApiError
-
-from .base import WEIGHTS, onnx_session
+from .base import WEIGHTS, converted_model, onnx_session
 from .labels import CATEGORIES, coco_by_name, imagenet_classes
 from .scene import Candidate
 
@@ -37,7 +33,6 @@ OTHER_ANIMALS = 0.5
 # giraffe, which it lacks, is never contradicted). Round values, checked on coco-dev and imagenet-dev
 # (bench/quality.py): no true animal of either contradicted, 46 of 52 false ones on imagenet-dev.
 OWN_CLASSES = 0.05
-_lock = threading.Lock()
 
 
 class Classifier:
@@ -126,26 +121,9 @@ class Classifier:
         return list(out.values()), self.contradicted(probs)
 
 
-@lru_cache(maxsize=2)
-def _load(path: str) -> Classifier:
-    from ..models.fetch import model_problem
-
-    if problem := model_problem(Path(path)):  # a damaged file is refused, not run
-        raise ApiError.of("AIS.0007", problem)
-    return Classifier(Path(path))
-
-
 def classifier(models_dir: Path | None = None) -> Classifier:
     """The classifier converted into `models_dir`, shared per process; AIS.0007 when it was not set up."""
-    if models_dir is None:
-        from ..models.fetch import default_models_dir
-
-        models_dir = default_models_dir()
-    path = Path(models_dir) / MODEL_FILE
-    if not path.exists():
-        raise ApiError.of("AIS.0007", "classifier model not set up")
-    with _lock:
-        return _load(str(path))
+    return converted_model(models_dir, MODEL_FILE, Classifier)
 
 
 assert all(c.category in CATEGORIES for c in imagenet_classes())

@@ -15,22 +15,17 @@ so the service's worker threads scale across cores.
 """
 from __future__ import annotations
 
-import logging
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from imgrec.schemas.errors import ApiError
-
 from ..models.fetch import CENTERNET_HEADS
-from .base import WEIGHTS, onnx_session
+from .base import WEIGHTS, converted_model, onnx_session
 from .imaging import iou
 from .labels import COCO
 
-log = logging.getLogger("imgrec.engines.detector")
 INPUT = 416  # NanoDet's
 CENTERNET_INPUT = 512
 MODEL_FILE = "centernet.onnx"  # the detector every API uses
@@ -248,7 +243,6 @@ class NanoDet:
         return per_class_nms(rgb, np.concatenate(boxes) / scale, np.concatenate(scores), np.concatenate(classes))
 
 
-_lock = threading.Lock()
 CALIBRATION = WEIGHTS / "detector_calibration.npz"
 
 
@@ -295,26 +289,7 @@ def presence_probability(model: dict[str, np.ndarray], features: np.ndarray) -> 
 DETECTORS = {"centernet.onnx": CenterNet, "nanodet.onnx": NanoDet}  # converted file -> its decoder
 
 
-@lru_cache(maxsize=2)
-def _load(path: str) -> CenterNet | NanoDet:
-    from ..models.fetch import model_problem
-
-    if problem := model_problem(Path(path)):  # a damaged file is refused, not run
-        log.error("%s", problem)
-        raise ApiError.of("AIS.0007", problem)
-    return DETECTORS[Path(path).name](Path(path))
-
-
 def detector(models_dir: Path | None = None, model_file: str = MODEL_FILE) -> CenterNet | NanoDet:
     """The detector converted into `models_dir` (Settings' models_dir), shared per process, or AIS.0007 when
     the model was not set up (scripts/setup.sh converts it)."""
-    if models_dir is None:
-        from ..models.fetch import default_models_dir
-
-        models_dir = default_models_dir()
-    path = Path(models_dir) / model_file
-    if not path.exists():
-        log.error("detector model %s is missing: run scripts/setup.sh (python -m imgrec.models.fetch)", path)
-        raise ApiError.of("AIS.0007", "detector model not set up")
-    with _lock:
-        return _load(str(path))
+    return converted_model(models_dir, model_file, DETECTORS[model_file])

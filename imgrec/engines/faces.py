@@ -16,14 +16,11 @@ from __future__ import annotations
 import importlib.util
 import threading
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from imgrec.schemas.errors import ApiError
-
-from .base import onnx_session
+from .base import converted_model, onnx_session
 
 MODEL_FILE = "blazeface.onnx"
 INPUT = 256
@@ -31,7 +28,6 @@ MIN_SCORE = 0.75  # BlazeFace's probability that a box is a face
 NMS_IOU = 0.3
 SINGLE_SIDE = 768  # up to this long a side one pass; beyond, tiles of TILE px overlapping by a quarter
 TILE = 768
-_lock = threading.Lock()
 
 
 def models_dir() -> Path:
@@ -153,20 +149,6 @@ class FaceModels:
         return out
 
 
-@lru_cache(maxsize=2)
-def _load(path: str) -> FaceModels:
-    from ..models.fetch import model_problem
-
-    if problem := model_problem(Path(path)):  # a damaged file is refused, not run
-        raise ApiError.of("AIS.0007", problem)
-    return FaceModels(Path(path))
-
-
 def face_models(models: Path | None = None) -> FaceModels:
     """The face models of the models folder `models` (default: the set-up's), shared per process."""
-    if models is None:
-        from ..models.fetch import default_models_dir
-
-        models = default_models_dir()
-    with _lock:  # first load only; later calls hit the cache
-        return _load(str(Path(models) / MODEL_FILE))
+    return converted_model(models, MODEL_FILE, FaceModels)
