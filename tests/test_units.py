@@ -311,3 +311,42 @@ def test_a_runs_floor_keeps_the_tables_free_of_low_confidence_rows():
     assert RunParameters().min_confidence == {"image_tagging_v1": 60.0}  # the documented default
     with pytest.raises(ValueError, match="0-100"):
         RunParameters(min_confidence={"image_tagging": 101})
+
+
+def test_json_shape_counts_what_the_string_blanking_regex_counts():
+    """The service's pre-parse check finds strings with bytes.find; the regex it replaced is the reference."""
+    import re
+
+    import numpy as np
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from imgrec.service.app import MAX_JSON_VALUES, json_shape
+
+    string = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+    def reference(body: bytes) -> tuple[int, int]:
+        structure = np.frombuffer(string.sub(b'""', body), np.uint8)
+        steps = np.zeros(256, np.int8)
+        steps[[ord("["), ord("{")]], steps[[ord("]"), ord("}")]] = 1, -1
+        moves = steps[structure]
+        moves = moves[moves != 0]
+        return (int(np.cumsum(moves, dtype=np.int32).max()) if moves.size else 0,
+                int(np.count_nonzero(structure == ord(","))))
+
+    text = st.text(alphabet='ab"\\[]{},:\u00e9 ', max_size=12)
+    values = st.recursive(st.none() | st.integers() | text,
+                          lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+                          max_leaves=20)
+
+    @settings(max_examples=300, deadline=None)
+    @given(values)
+    def same(value):
+        body = json.dumps(value, ensure_ascii=False).encode()
+        assert json_shape(body) == reference(body)
+
+    same()
+    for body in (b'{"a": "x\\\\"}', b'["\\\\\\"[", 1]', b'{"a": "unterminated [[[', b'"', b"", b'[[1],[2,[3]]]'):
+        assert json_shape(body) == reference(body), body
+    many = b"[" + b",".join([b'"s"'] * (MAX_JSON_VALUES + 1)) + b"]"
+    assert json_shape(many)[1] > MAX_JSON_VALUES

@@ -121,9 +121,27 @@ OFF_LOOP_BYTES = 64 * 1024  # bodies this large are parsed in a worker thread: t
 
 
 def json_shape(body: bytes) -> tuple[int, int]:
-    """(how deeply arrays and objects nest, how many commas separate values), counted on the bytes with the
-    strings blanked out, before any parsing: a 2 MB body costs a few milliseconds, whatever its shape."""
-    structure = np.frombuffer(_STRING.sub(b'""', body), np.uint8)
+    """(how deeply arrays and objects nest, how many commas separate values), counted on the bytes outside the
+    strings, before any parsing: a 2 MB body costs a few milliseconds, whatever its shape. Without a backslash
+    (base64 has none) every quote opens or closes a string, found with bytes.find (a 300 KB image: 0.02 ms);
+    with escapes the strings are blanked by a regex (1.4 ms). More than MAX_JSON_VALUES strings is answered
+    as that many values without looking further."""
+    if b"\\" in body:
+        structure = np.frombuffer(_STRING.sub(b'""', body), np.uint8)
+    else:
+        outside, pos, strings = [], 0, 0
+        while (start := body.find(b'"', pos)) >= 0:
+            outside.append(body[pos:start])
+            end = body.find(b'"', start + 1)
+            if end < 0:  # unterminated: the rest is outside any string (json.loads refuses it anyway)
+                pos = start + 1
+                break
+            strings += 1
+            if strings > MAX_JSON_VALUES:
+                return 0, strings
+            pos = end + 1
+        outside.append(body[pos:])
+        structure = np.frombuffer(b"".join(outside), np.uint8)
     steps = _NESTING[structure]
     steps = steps[steps != 0]
     depth = int(np.cumsum(steps, dtype=np.int32).max()) if steps.size else 0
