@@ -163,7 +163,7 @@ class Analyser:
             pixels = self.pixels(data, info, tenant)
             predicted = self.classified(data, info, tenant) if with_scene else None
             faces = self.faces(data, info, tenant)
-            result = analyse(data, info, with_scene, self.plugins, self.models_dir, pixels, predicted, faces)
+            result = analyse(data, pixels, faces, predicted, self.plugins, self.models_dir)
             self.passes += 1
             return result
 
@@ -209,26 +209,23 @@ def _read_only(pixels: tuple[np.ndarray, float]) -> tuple[np.ndarray, float]:
     return pixels
 
 
-def analyse(data: bytes, info: ImageInfo, with_scene: bool = True, plugins: tuple = (),
-            models_dir: Path | None = None, pixels: tuple[np.ndarray, float] | None = None,
-            predicted: tuple[np.ndarray, np.ndarray] | None = None, faces: list[Face] | None = None) -> Analysis:
-    """One image's analysis; `pixels` (its work image and scale), `predicted` (its classification) and `faces`
-    (in the work image's pixels) when they are at hand."""
-    rgb, scale = pixels if pixels is not None else work_image(data, info)
+def analyse(data: bytes, pixels: tuple[np.ndarray, float], faces: list[Face],
+            predicted: tuple[np.ndarray, np.ndarray] | None, plugins: tuple = (),
+            models_dir: Path | None = None) -> Analysis:
+    """One image's analysis from its pieces: `pixels` (its work image and scale), `faces` (in the work image's
+    pixels) and `predicted` (its classification; None: objects and faces only, no scene or pixel tags)."""
+    rgb, scale = pixels
     detections = detector(models_dir).detect(rgb)
-    if faces is None:
-        faces = face_models(models_dir).detect(rgb, with_descriptors=False)
     faces = [Face(round(f.x * scale), round(f.y * scale), round(f.w * scale), round(f.h * scale), f.score)
              for f in faces if _of_a_person(f, detections)]  # in the original image's pixels, like every box
     candidates = object_candidates(detections, scale, rgb.shape[1], rgb.shape[0])
     height, width = rgb.shape[0] * scale, rgb.shape[1] * scale
-    candidates += [c for c in face_tags(faces, (height, width)) if with_scene or c.boxes]
+    candidates += [c for c in face_tags(faces, (height, width)) if predicted is not None or c.boxes]
     for plugin in plugins:  # bring-your-own ONNX models (plugins.py)
         candidates += [_rescale(c, scale) for c in plugin.candidates(rgb)]
-    if with_scene:
-        model = classifier(models_dir)
-        probs, embedding = predicted if predicted is not None else model.predict(rgb)
-        classified, contradicted = model.tags(probs, embedding)
+    if predicted is not None:
+        probs, embedding = predicted
+        classified, contradicted = classifier(models_dir).tags(probs, embedding)
         candidates = merge(weaken(candidates, contradicted), classified)
         candidates += lighting_tags(rgb) + colour_tags(rgb) + document_tags(rgb)
         candidates += [_rescale(c, scale) for c in code_tags(rgb)]
