@@ -350,3 +350,21 @@ def test_json_shape_counts_what_the_string_blanking_regex_counts():
         assert json_shape(body) == reference(body), body
     many = b"[" + b",".join([b'"s"'] * (MAX_JSON_VALUES + 1)) + b"]"
     assert json_shape(many)[1] > MAX_JSON_VALUES
+
+
+def test_a_face_is_tagged_only_with_a_detected_person_around_it():
+    """BlazeFace also finds dogs' and otters' faces: the analysis keeps a face only inside a person box the
+    detector is at least FACE_PERSON_MIN sure of."""
+    from imgrec.engines.analysis import FACE_PERSON_MIN, _of_a_person
+    from imgrec.engines.detector import Detection, calibrated
+    from imgrec.engines.faces import Face
+
+    face = Face(100, 50, 40, 40, 0.9)
+    sure = next(s / 100 for s in range(1, 100) if calibrated(s / 100) >= FACE_PERSON_MIN + 0.05)
+    unsure = next(s / 100 for s in range(99, 0, -1) if calibrated(s / 100) < FACE_PERSON_MIN)
+    person = Detection(0, sure, 80, 30, 200, 300)
+    assert _of_a_person(face, [person])
+    assert not _of_a_person(face, [Detection(0, sure, 300, 30, 400, 300)])  # the person is elsewhere
+    assert not _of_a_person(face, [Detection(16, sure, 80, 30, 200, 300)])  # a dog (COCO 16) around it
+    assert not _of_a_person(face, [Detection(0, unsure, 80, 30, 200, 300)])
+    assert not _of_a_person(face, [])
