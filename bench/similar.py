@@ -5,7 +5,7 @@
 The fingerprints of the eval photos (imagenet-dev, coco-dev, scene-dev; the engine's own path) are the
 distribution; each of the N vectors is one of them plus Gaussian noise of the same norm, renormalised (two
 vectors from one photo have a cosine near 0.5: neighbours, not copies). The index is the pipeline's own
-(tasks/similar.CatalogIndex: usearch HNSW over int8, its candidates ordered by float16 vectors kept on disk),
+(tasks/similar.CatalogIndex: usearch HNSW over the fingerprints in float16),
 built in a child process whose peak RSS is the figure; a second child loads the saved index and queries it
 (the RSS a nightly run or `imgrec similar` holds). Recall@10 is against exact search over the float32
 vectors. Query latency: one query at a time on one thread.
@@ -111,6 +111,7 @@ def load_child(out: str) -> dict:
     """Run in a fresh process: load the saved index and query it; its peak RSS."""
     sys.path.insert(0, str(ROOT))
     from imgrec.connectors.output import FolderOutput
+    from imgrec.schemas import similar
     from imgrec.tasks.similar import CatalogIndex
 
     t = time.perf_counter()
@@ -119,7 +120,7 @@ def load_child(out: str) -> dict:
         load_s = time.perf_counter() - t
         rng = np.random.default_rng(3)
         for _ in range(1000):
-            q = rng.standard_normal(index.vectors_of(np.array([0])).shape[1]).astype(np.float32)
+            q = rng.standard_normal(similar.DIMENSIONS).astype(np.float32)
             index.search(q[None, :] / np.linalg.norm(q), 10)
     return {"load_s": load_s, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 

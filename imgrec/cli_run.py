@@ -108,7 +108,7 @@ def run(
                                  "near-duplicates in the whole catalog: the embeddings and near_duplicates "
                                  "tables (--no-similar: neither)"),
     similar_threshold: Optional[float] = typer.Option(None, help="Pairs at this fingerprint similarity or more "
-                                                      "(0-1, cosine; default 0.85) are near-duplicates"),
+                                                      "(0-1, cosine; default 0.87) are near-duplicates"),
     reuse: bool = typer.Option(True, help="Do not send an image whose bytes were already answered for the same "
                                "API and parameters: its rows come from its twin's answer (--no-reuse: call "
                                "for every image)"),

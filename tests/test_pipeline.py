@@ -192,7 +192,7 @@ def test_cli_run_and_kill_mid_run(prefect_api, config, tmp_path):
     assert sorted(r["key"] for r in images) == sorted(f"img-{i:03d}.jpg" for i in range(60))  # none lost, none twice
     assert not list((out / "_staging").glob("*")) if (out / "_staging").exists() else True
     stray = [p for p in out.rglob("*")
-             if p.is_file() and p.suffix not in (".parquet", ".json", ".md", ".html", ".lock", ".duckdb", ".usearch", ".npy")]
+             if p.is_file() and p.suffix not in (".parquet", ".json", ".md", ".html", ".lock", ".duckdb", ".usearch")]
     assert stray == []
     assert len(read_table(out, "faces")) >= 50
 

@@ -20,7 +20,7 @@ from imgrec.schemas.common import ImageInfo
 from imgrec.schemas.similar import Fingerprint
 
 from .classifier import MODEL_FILE as CLASSIFIER_FILE
-from .classifier import classifier
+from .classifier import Classification, classifier
 from .detector import MODEL_FILE as DETECTOR_FILE
 from .detector import Detection, calibrated, detector, presence
 from . import fingerprint
@@ -137,7 +137,7 @@ class Analyser:
         self.plugins = tuple(plugins)
         self.models_dir = models_dir
         self._analyses = Memo(capacity)  # an Analysis is a few KB: no pixels are kept
-        self._classified = Memo(capacity)  # 1000 + 1280 floats
+        self._classified = Memo(capacity)  # 1000 + 2 x 1280 floats
         self._faces = Memo(capacity)
         self._pixels = Memo(min(capacity, PIXEL_CAPACITY))
         self._last_digest: tuple[bytes, bytes] | None = None
@@ -173,8 +173,8 @@ class Analyser:
         """The image's work image and the factor from its pixels to the original's (`work_image`)."""
         return self._pixels.get([self._key(tenant, data, "pixels")], lambda: _read_only(work_image(data, info)))
 
-    def classified(self, data: bytes, info: ImageInfo, tenant: str = "") -> tuple[np.ndarray, np.ndarray]:
-        """The classifier's class probabilities and embedding of the work image."""
+    def classified(self, data: bytes, info: ImageInfo, tenant: str = "") -> Classification:
+        """The classifier's pass over the work image."""
         return self._classified.get([self._key(tenant, data, "classified")],
                                     lambda: classifier(self.models_dir).predict(self.pixels(data, info, tenant)[0]))
 
@@ -200,8 +200,7 @@ class Analyser:
         found = self._analyses.peek(self._key(tenant, data, "analysis"))
         if found is not None and found.fingerprint:
             return found.fingerprint
-        _, embedding = self.classified(data, info, tenant)
-        return fingerprint.of_pixels(self.pixels(data, info, tenant)[0], embedding, data)
+        return fingerprint.of_pixels(self.pixels(data, info, tenant)[0], self.classified(data, info, tenant), data)
 
 
 def _read_only(pixels: tuple[np.ndarray, float]) -> tuple[np.ndarray, float]:
@@ -210,7 +209,7 @@ def _read_only(pixels: tuple[np.ndarray, float]) -> tuple[np.ndarray, float]:
 
 
 def analyse(data: bytes, pixels: tuple[np.ndarray, float], faces: list[Face],
-            predicted: tuple[np.ndarray, np.ndarray] | None, plugins: tuple = (),
+            predicted: Classification | None, plugins: tuple = (),
             models_dir: Path | None = None) -> Analysis:
     """One image's analysis from its pieces: `pixels` (its work image and scale), `faces` (in the work image's
     pixels) and `predicted` (its classification; None: objects and faces only, no scene or pixel tags)."""
@@ -224,12 +223,11 @@ def analyse(data: bytes, pixels: tuple[np.ndarray, float], faces: list[Face],
     for plugin in plugins:  # bring-your-own ONNX models (plugins.py)
         candidates += [_rescale(c, scale) for c in plugin.candidates(rgb)]
     if predicted is not None:
-        probs, embedding = predicted
-        classified, contradicted = classifier(models_dir).tags(probs, embedding)
+        classified, contradicted = classifier(models_dir).tags(predicted.probs, predicted.embedding)
         candidates = merge(weaken(candidates, contradicted), classified)
         candidates += lighting_tags(rgb) + colour_tags(rgb) + document_tags(rgb)
         candidates += [_rescale(c, scale) for c in code_tags(rgb)]
-        return Analysis(round(width), round(height), candidates, fingerprint.of_pixels(rgb, embedding, data))
+        return Analysis(round(width), round(height), candidates, fingerprint.of_pixels(rgb, predicted, data))
     return Analysis(round(width), round(height), candidates)
 
 

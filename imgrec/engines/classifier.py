@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,6 +36,13 @@ OTHER_ANIMALS = 0.5
 OWN_CLASSES = 0.05
 
 
+class Classification(NamedTuple):
+    """One pass of the classifier over a work image."""
+    probs: np.ndarray  # (1000,) class probabilities
+    embedding: np.ndarray  # (1280,) average-pooled features: tags, scenes, recapture, the fingerprint
+    gem: np.ndarray  # (1280,) the same features, generalised-mean pooled: the fingerprint
+
+
 class Classifier:
     def __init__(self, model: Path, scene_head: Path | None = SCENE_HEAD):
         self.session = onnx_session(model)
@@ -45,14 +53,13 @@ class Classifier:
             self.scene = (head["weight"], head["bias"], head["mean"], head["scale"], list(head["en"]),
                           list(head["zh"]))
 
-    def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Class probabilities (1000,) and the embedding (1280,)."""
+    def predict(self, rgb: np.ndarray) -> Classification:
         from imgrec.models.efficientnet import preprocess
 
-        logits, embedding = self.session.run(None, {"input": preprocess(rgb)})
+        logits, embedding, gem = self.session.run(["logits", "embedding", "gem"], {"input": preprocess(rgb)})
         z = logits[0] - logits[0].max()
         p = np.exp(z)
-        return p / p.sum(), embedding[0]
+        return Classification(p / p.sum(), embedding[0], gem[0])
 
     def scene_probabilities(self, embedding: np.ndarray) -> dict[str, tuple[str, float]]:
         if self.scene is None:
@@ -83,7 +90,7 @@ class Classifier:
     def candidates(self, rgb: np.ndarray) -> tuple[list[Candidate], dict[str, float], np.ndarray]:
         """The classifier's tags, the detector's animal classes it contradicts (`contradicted`), and the
         embedding (for the image's fingerprint)."""
-        probs, embedding = self.predict(rgb)
+        probs, embedding, _ = self.predict(rgb)
         return *self.tags(probs, embedding), embedding
 
     def tags(self, probs: np.ndarray, embedding: np.ndarray) -> tuple[list[Candidate], dict[str, float]]:

@@ -1,7 +1,7 @@
 """An image's fingerprint for near-duplicate search (schemas/similar.py says what it is).
 
-The analysis pass makes one from the embedding it already has (`of_pixels`); an image no analysing API saw
-is decoded and classified here (`of_bytes`), the same way, so both give the same vector for the same bytes.
+The analysis pass makes one from the classification it already has (`of_pixels`); an image no analysing API
+saw is decoded and classified here (`of_bytes`), the same way, so both give the same vector for the same bytes.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from imgrec.schemas import similar
 from imgrec.schemas.common import ImageInfo
 
 from .base import WEIGHTS
+from .classifier import Classification
 from .imaging import work_image
 
 PROJECTION = WEIGHTS / "fingerprint_projection.npz"  # training/make_fingerprint_projection.py
@@ -25,6 +26,14 @@ THUMB, LOW = 32, 12
 @functools.cache
 def _projection() -> np.ndarray:
     return np.load(PROJECTION)["projection"]
+
+
+def joined(classification: Classification) -> np.ndarray:
+    """The classifier's two poolings of one photo, each unit length, weighted as the fingerprint weighs them
+    (2560): the input of the projection."""
+    share = similar.GEM_SHARE
+    return np.concatenate([np.sqrt(share) * _unit(np.asarray(classification.gem, np.float32)),
+                           np.sqrt(1 - share) * _unit(np.asarray(classification.embedding, np.float32))])
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -78,9 +87,9 @@ def fingerprint_problem(settings) -> str | None:
     return model_problem(Path(settings.models_dir) / MODEL_FILE)
 
 
-def of_pixels(rgb: np.ndarray, embedding: np.ndarray, data: bytes) -> similar.Fingerprint:
-    """The fingerprint of the work image `rgb` whose classifier embedding (1280) is `embedding`."""
-    semantic = _unit(np.asarray(embedding, np.float32) @ _projection())
+def of_pixels(rgb: np.ndarray, classification: Classification, data: bytes) -> similar.Fingerprint:
+    """The fingerprint of the work image `rgb`, from the classifier's pass over it."""
+    semantic = _unit(joined(classification) @ _projection())
     w = similar.SEMANTIC_WEIGHT
     vector = np.concatenate([np.sqrt(w) * semantic, np.sqrt(1 - w) * structure(rgb)]).astype(np.float32)
     return similar.Fingerprint(_unit(vector), phash(rgb), hashlib.sha256(data).hexdigest())
@@ -91,5 +100,4 @@ def of_bytes(data: bytes, info: ImageInfo, models_dir: Path | None = None) -> si
     from .classifier import classifier
 
     rgb, _ = work_image(data, info)
-    _, embedding = classifier(models_dir).predict(rgb)
-    return of_pixels(rgb, embedding, data)
+    return of_pixels(rgb, classifier(models_dir).predict(rgb), data)

@@ -39,7 +39,7 @@ def engine_features(data: bytes, info, models_dir, analyser=None, tenant: str = 
     from .imaging import WORK_SIDE
 
     analyser = analyser or Analyser(capacity=0, models_dir=models_dir)
-    _, embedding = analyser.classified(data, info, tenant)
+    embedding = analyser.classified(data, info, tenant).embedding
     if max(info.width, info.height) <= WORK_SIDE:  # decoded whole either way: the same pixels
         rgb = analyser.pixels(data, info, tenant)[0]
     else:

@@ -4,8 +4,10 @@ The wheel's only payload is a torch legacy checkpoint (read by torch_legacy.py).
 ONNX graph ourselves, batch norms folded into the convolutions: stem 3x3/2 conv, 16 MBConv blocks (expand
 1x1, depthwise kxk, project 1x1, ReLU6, no squeeze-excitation), head 1x1 to 1280, global average, the
 1000-way classifier. TensorFlow "SAME" padding (the extra pixel bottom/right) and BN eps 1e-3, as the
-weights were trained. Outputs: `logits` (1, 1000) in the standard sorted-WNID class order, and `embedding`
-(1, 1280), the pooled features a small head can be trained on.
+weights were trained. Outputs: `logits` (1, 1000) in the standard sorted-WNID class order, `embedding`
+(1, 1280), the pooled features a small head can be trained on, and `gem` (1, 1280), the same features pooled
+by their generalised mean (p = 3, GEM_POWER): a pooling that follows an image's strongest local features,
+which survive a crop better than the average does (the near-duplicate fingerprint uses both).
 
 Pre-processing (`preprocess`): RGB, shorter side to 256 (bicubic), centre crop 224, (x - 127) / 128.
 """
@@ -23,6 +25,7 @@ SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 INPUT = 224
 BN_EPS = 1e-3
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage
+GEM_POWER = 3.0
 STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
           (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
 
@@ -101,13 +104,19 @@ def build_onnx(state: dict[str, np.ndarray]):
     pooled = name("pool")
     nodes.append(helper.make_node("GlobalAveragePool", [x], [pooled]))
     nodes.append(helper.make_node("Flatten", [pooled], ["embedding"], axis=1))
+    power, cubed, cubed_pool, mean = const(np.float32(GEM_POWER), "p"), name("pow"), name("pool"), name("flat")
+    nodes.append(helper.make_node("Pow", [x, power], [cubed]))  # x >= 0 (ReLU6)
+    nodes.append(helper.make_node("GlobalAveragePool", [cubed], [cubed_pool]))
+    nodes.append(helper.make_node("Flatten", [cubed_pool], [mean], axis=1))
+    nodes.append(helper.make_node("Pow", [mean, const(np.float32(1 / GEM_POWER), "inv_p")], ["gem"]))
     nodes.append(helper.make_node("Gemm", ["embedding", const(state["_fc.weight"].astype(np.float32), "fc_w"),
                                            const(state["_fc.bias"].astype(np.float32), "fc_b")], ["logits"],
                                   transB=1))
     graph = helper.make_graph(nodes, "efficientnet_lite0",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, INPUT, INPUT])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1000]),
-                               helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, 1280])],
+                               helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, 1280]),
+                               helper.make_tensor_value_info("gem", TensorProto.FLOAT, [1, 1280])],
                               initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
                               producer_name="imgrec.models.efficientnet")

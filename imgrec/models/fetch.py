@@ -33,6 +33,7 @@ MODELS = {"centernet": "package/models/centernet", "nanodet": "package/models/na
           "blazeface": "package/models/blazeface-back"}
 # Graph outputs by name where the model's JSON names none in its signature: BlazeFace's scores and
 # regressors of its 512 (16 x 16 x 2) and 384 (8 x 8 x 6) anchors.
+CLASSIFIER_OUTPUTS = ["logits", "embedding", "gem"]  # a classifier converted without `gem` is converted again
 OUTPUTS = {"blazeface": ["Identity", "Identity_1", "Identity_2", "Identity_3"]}
 # CenterNet's heads (heatmap, box sides): the engine decodes them itself, so the graph takes any input size.
 CENTERNET_HEADS = ["tower_0/keypoints:0", "tower_0/wh:0"]
@@ -101,7 +102,7 @@ def fetch_classifier(models_dir: Path, force: bool = False) -> Path:
     from .efficientnet import checkpoint_path, convert
 
     target = models_dir / "efficientnet_lite0.onnx"
-    if force or model_problem(target):
+    if force or model_problem(target) or _outputs(target) != CLASSIFIER_OUTPUTS:
         convert(checkpoint_path(), target)
         pin(target)
     return target
@@ -134,6 +135,12 @@ def fetch_detector(models_dir: Path, force: bool = False) -> list[Path]:
         for model in wanted.values():
             pin(model)
     return list(wanted.values())
+
+
+def _outputs(path: Path) -> list[str]:
+    import onnx
+
+    return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
 
 
 def _fixed_input(path: Path) -> bool:
