@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from imgrec.connectors.output import Output, local_copies
@@ -54,16 +55,38 @@ def _names(generation: int) -> tuple[str, str]:
     return f"{INDEX}/g{generation:06d}.usearch", f"{INDEX}/g{generation:06d}-keys.parquet"
 
 
+class _Strings:
+    """An append-only column of strings (or None): the rows loaded with the index kept as one Arrow array (a
+    few bytes a row, where a Python string costs ~60), the rows added since as a list."""
+
+    def __init__(self, stored: pa.Array | None = None):
+        self.stored = stored if stored is not None else pa.array([], pa.string())
+        self.added: list[str | None] = []
+
+    def __len__(self) -> int:
+        return len(self.stored) + len(self.added)
+
+    def __getitem__(self, row: int) -> str | None:
+        row = int(row)
+        return self.stored[row].as_py() if row < len(self.stored) else self.added[row - len(self.stored)]
+
+    def extend(self, values: list[str | None]) -> None:
+        self.added.extend(values)
+
+    def arrow(self) -> pa.Array:
+        return pa.concat_arrays([self.stored, pa.array(self.added, pa.string())])
+
+
 @dataclass
 class CatalogIndex:
     """Every fingerprinted image of an output, searchable by fingerprint; labels are rows of `keys`."""
     index: Any = field(default_factory=_new_index)
-    keys: list[str] = field(default_factory=list)
-    digests: list[str | None] = field(default_factory=list)
-    alive: list[bool] = field(default_factory=list)
+    keys: _Strings = field(default_factory=_Strings)
+    digests: _Strings = field(default_factory=_Strings)
+    alive: bytearray = field(default_factory=bytearray)  # 1: the label's fingerprint is its key's current one
     runs: set[str] = field(default_factory=set)
     generation: int = 0
-    _label_of: dict[str, int] | None = None  # key -> its live label, made on first use
+    _added_labels: dict[str, int] = field(default_factory=dict)  # the live labels of keys added since loading
 
     @classmethod
     def load(cls, output: Output, work: Path) -> CatalogIndex:
@@ -81,34 +104,41 @@ class CatalogIndex:
         table = pq.read_table(keys)
         index = Index.restore(str(graph))
         index.expansion_search = EXPANSION
-        return cls(index, table["key"].to_pylist(), table["digest"].to_pylist(), table["alive"].to_pylist(),
+        keys, digests, alive = (table[name].combine_chunks() for name in ("key", "digest", "alive"))
+        return cls(index, _Strings(keys), _Strings(digests),
+                   bytearray(alive.to_numpy(zero_copy_only=False).astype(np.uint8).tobytes()),
                    set(current["runs"]), current["generation"])
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def _labels(self) -> dict[str, int]:
-        if self._label_of is None:
-            self._label_of = {k: n for n, k in enumerate(self.keys) if self.alive[n]}
-        return self._label_of
+    def live_labels(self, keys: list[str]) -> dict[str, int]:
+        """The live label of each of `keys` the index holds."""
+        wanted = set(keys)
+        found = {}
+        if len(self.keys.stored) and wanted:
+            hits = pc.is_in(self.keys.stored, value_set=pa.array(sorted(wanted), pa.string()))
+            for row in np.flatnonzero(hits.to_numpy(zero_copy_only=False)):
+                if self.alive[row]:
+                    found[self.keys[row]] = int(row)
+        found.update((key, label) for key, label in self._added_labels.items() if key in wanted)
+        return found
 
     def label_of(self, key: str) -> int | None:
-        return self._labels().get(key)
+        return self.live_labels([key]).get(key)
 
     def add(self, keys: list[str], digests: list[str | None], vectors: np.ndarray) -> np.ndarray:
         """Labels of the images added; an image already in the index (changed, or fingerprinted again)
         replaces its old fingerprint."""
-        labels_of = self._labels()
-        old = [label for key in keys if (label := labels_of.get(key)) is not None]
-        for label in old:
+        for label in self.live_labels(keys).values():
             self.index.remove(label)
-            self.alive[label] = False
+            self.alive[label] = 0
         first = len(self.keys)
         labels = np.arange(first, first + len(keys), dtype=np.int64)
-        self.keys += keys
-        self.digests += digests
-        self.alive += [True] * len(keys)
-        labels_of.update(zip(keys, labels.tolist()))
+        self.keys.extend(keys)
+        self.digests.extend(digests)
+        self.alive.extend(b"\x01" * len(keys))
+        self._added_labels.update(zip(keys, labels.tolist()))
         if len(keys):
             self.index.add(labels, np.asarray(vectors, dtype=np.float32))
         return labels
@@ -149,8 +179,9 @@ class CatalogIndex:
         graph_name, keys_name = _names(generation)
         graph, keys = work / "index.usearch", work / "keys.parquet"
         self.index.save(str(graph))
-        pq.write_table(pa.table({"key": self.keys, "digest": self.digests, "alive": self.alive}, schema=_SCHEMA),
-                       keys)
+        alive = pa.array(np.frombuffer(bytes(self.alive), np.uint8).astype(bool))
+        pq.write_table(pa.table({"key": self.keys.arrow(), "digest": self.digests.arrow(), "alive": alive},
+                                schema=_SCHEMA), keys)
         output.put_file(graph, graph_name)
         output.put_file(keys, keys_name)
         failpoints.hit("index")  # the new generation written, not yet current

@@ -296,6 +296,24 @@ def test_tags_rank_recognition_before_pixel_measures_and_name_each_thing_once():
     assert [c.en for c in ranked(tags, 60, 2, "en")] == ["soccer ball", "airship"]
 
 
+def test_the_photos_subject_ranks_before_what_else_is_in_it():
+    from imgrec.engines.analysis import merge, ranked
+    from imgrec.engines.scene import Candidate
+
+    located = [Candidate("person", "人", "human", "object", 99.0), Candidate("cup", "杯子", "goods", "object", 70.0)]
+    classified = [Candidate("banjo", "班卓琴", "goods", "object", 64.0, subject=True),
+                  Candidate("coffee mug", "杯子", "goods", "object", 75.0),
+                  Candidate("Red", "红色", "color", "concept", 100.0, pixel=True)]
+    tags = merge(located, classified)
+    assert [c.en for c in ranked(tags, 60, 10, "en")] == ["banjo", "person", "coffee mug", "cup", "Red"]
+    assert [c.en for c in ranked(tags, 65, 10, "en")] == ["person", "coffee mug", "cup", "Red"]  # below the floor
+    assert [c.zh for c in ranked(tags, 60, 10, "zh")] == ["班卓琴", "人", "杯子", "红色"]
+    # the classifier's class merged into the detector's tag of the same name makes that tag the subject
+    merged = merge([Candidate("dog", "狗", "animal", "object", 90.0)], [Candidate("dog", "狗", "animal", "object",
+                                                                                 60.0, subject=True)])
+    assert merged[0].subject and merged[0].confidence == 96.0
+
+
 def test_a_runs_floor_keeps_the_tables_free_of_low_confidence_rows():
     from imgrec.schemas import image_tagging_v1
     from imgrec.schemas.shapes import I18n

@@ -255,6 +255,7 @@ def merge(located: list[Candidate], classified: list[Candidate]) -> list[Candida
             extra.append(c)
         else:
             found.confidence = round(100 - (100 - found.confidence) * (100 - c.confidence) / 100, 2)
+            found.subject = found.subject or c.subject
     return located + extra
 
 
@@ -275,10 +276,13 @@ def _rescale(c: Candidate, scale: float) -> Candidate:
 
 
 def ranked(candidates: list[Candidate], threshold: float, limit: int, language: str = "en") -> list[Candidate]:
-    """The answer's tags: at or above `threshold`, recognised things by confidence, then the pixel measures
-    (colours, darkness...) by theirs; one tag per name in the answer's language (two classes with one name,
-    such as two kinds of 球, give the stronger one), at most `limit`."""
-    kept = sorted((c for c in candidates if c.confidence >= threshold), key=lambda c: (c.pixel, -c.confidence))
+    """The answer's tags: at or above `threshold`, the photo's subject (the classifier's likeliest class)
+    first, then recognised things by confidence, then the pixel measures (colours, darkness...) by theirs; one
+    tag per name in the answer's language (two classes with one name, such as two kinds of 球, give the
+    stronger one), at most `limit`."""
+    kept = [c for c in candidates if c.confidence >= threshold]
+    subjects = {label(c, language) for c in kept if c.subject}
+    kept.sort(key=lambda c: (c.pixel, label(c, language) not in subjects, -c.confidence))
     seen: set[str] = set()
     unique = []
     for c in kept:

@@ -105,7 +105,8 @@ class Classifier:
             if found is None or found.confidence < confidence:
                 out[en] = Candidate(en, zh, category, kind, confidence)
 
-        for index in np.argsort(-probs)[:TOP_CLASSES]:
+        likeliest = np.argsort(-probs)[:TOP_CLASSES]
+        for index in likeliest:
             c = self.classes[index]
             add(c.en, c.zh, c.category, c.kind, float(probs[index]))
         parents: dict[tuple[str, str, str], float] = defaultdict(float)
@@ -125,6 +126,9 @@ class Classifier:
         for en, (zh, p) in self.scene_probabilities(embedding).items():
             if en != "other":
                 add(en, zh, "scene", "scene", p)
+        subject = out.get(self.classes[likeliest[0]].en)
+        if subject is not None:
+            subject.subject = True
         return list(out.values()), self.contradicted(probs)
 
 

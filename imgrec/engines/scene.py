@@ -26,6 +26,10 @@ class Candidate:
     # A measure of the pixels (a colour's share, darkness, greyness, text edges), not a probability that
     # the photo shows something: it ranks after every recognised object and scene, whatever its value.
     pixel: bool = False
+    # What the whole photo is of: the classifier's likeliest class, ranked first when the answer holds it
+    # ("banjo" before the "person" playing it; the detector names everything in the photo, the classifier
+    # what it is a photo of).
+    subject: bool = False
 
 
 COLOURS = {  # name -> (en, zh)
