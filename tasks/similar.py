@@ -41,6 +41,7 @@ _SCHEMA = pa.schema([pa.field("key", pa.string()), pa.field("digest", pa.string(
 # How deep the graph is searched: at 1M fingerprints, recall@10 against exact search 0.93 at 128, 0.99 at
 # 256 (bench/similar.py).
 EXPANSION = 256
+_COMPACT = 65_536  # keys added before they move into the Arrow array (CatalogIndex.add)
 
 
 def _new_index():
@@ -72,6 +73,10 @@ class _Strings:
 
     def extend(self, values: list[str | None]) -> None:
         self.added.extend(values)
+
+    def compact(self) -> None:
+        """The rows added so far join the Arrow array."""
+        self.stored, self.added = self.arrow(), []
 
     def arrow(self) -> pa.Array:
         return pa.concat_arrays([self.stored, pa.array(self.added, pa.string())])
@@ -139,6 +144,10 @@ class CatalogIndex:
         self.digests.extend(digests)
         self.alive.extend(b"\x01" * len(keys))
         self._added_labels.update(zip(keys, labels.tolist()))
+        if len(self._added_labels) > _COMPACT:  # a rebuild adds the whole catalog: keep it a few bytes a row
+            self.keys.compact()
+            self.digests.compact()
+            self._added_labels.clear()
         if len(keys):
             self.index.add(labels, np.asarray(vectors, dtype=np.float32))
         return labels
@@ -193,12 +202,15 @@ class CatalogIndex:
 
 
 def _pending(table_format, runs: set[str]) -> pa.Table | None:
-    """Embeddings rows of the runs the index does not hold yet, the latest row per key."""
+    """Embeddings rows of the runs the index does not hold yet, the latest row per key. Only this fingerprint
+    version's runs: an older version's vectors (another length) cannot be compared with these, and a new
+    version fingerprints the catalog again."""
     try:
-        listed = table_format.scan("embeddings", ["run_id"])
+        listed = table_format.scan("embeddings", ["run_id", "model_version"])
     except FileNotFoundError:
         return None
-    missing = sorted(set(listed["run_id"].unique().to_pylist()) - runs)
+    current = pc.equal(listed["model_version"], similar.VERSION)
+    missing = sorted(set(listed.filter(current)["run_id"].unique().to_pylist()) - runs)
     if not missing:
         return None
     parts = [table_format.scan("embeddings", ["run_id", "source", "key", "digest", "vector"], run_id=run)

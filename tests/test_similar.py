@@ -136,6 +136,26 @@ def test_killed_while_the_index_is_written_then_the_rerun_agrees(prefect_api, tm
         "CURRENT.json", "g000001-keys.parquet", "g000001.usearch"]  # the killed run's replaced
 
 
+async def test_an_older_fingerprint_version_is_left_out_and_the_catalog_fingerprinted_again(prefect_api, tmp_path):
+    import pyarrow as pa
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    (src / "coffee.jpg").write_bytes(encode(photo("coffee")))
+    (src / "coffee-copy.jpg").write_bytes((src / "coffee.jpg").read_bytes())
+    # an earlier version's rows: 399-number vectors, under another key, from a run the index never held
+    old = pa.table({"run_id": ["20261101T000000-old"], "source": [str(src)], "key": ["gone.jpg"], "etag": [None],
+                    "digest": ["x"], "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.ones(399, np.float32)), 399),
+                    "phash": [0], "model": ["efficientnet-lite0-embedding+dct-structure"], "model_version": ["1"],
+                    "preprocessing": [""]})
+    (out / "embeddings" / "run_date=2026-11-01").mkdir(parents=True)
+    pq.write_table(old, out / "embeddings" / "run_date=2026-11-01" / "20261101T000000-old-0.parquet")
+    summary = await catalog_tagging(RunParameters(source=str(src), out=str(out), apis=["recapture_detect"]))
+    assert summary["near_duplicates"]["fingerprinted"] == 2
+    assert _pairs(out) == {("coffee-copy.jpg", "coffee.jpg"): (1.0, "exact")}
+    assert _index_keys(out) == {"coffee.jpg", "coffee-copy.jpg"}
+
+
 def test_no_similar_makes_no_fingerprints(prefect_api, tmp_path):
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
@@ -181,3 +201,22 @@ def test_a_mirror_and_a_pad_move_the_structure_little():
     assert float(np.dot(base, structure(rgb[:, ::-1]))) > 0.99
     assert float(np.dot(base, structure(padded))) > 0.95
     assert float(np.dot(base, structure(photo("coffee")))) < 0.8
+
+
+def test_a_crop_pairs_with_its_original_and_with_no_other_photo():
+    from imgrec.engines import fingerprint
+    from imgrec.schemas.common import ANY_IMAGE, inspect_image
+
+    def vector(rgb: np.ndarray) -> np.ndarray:
+        data = encode(np.ascontiguousarray(rgb), "PNG")
+        return fingerprint.of_bytes(data, inspect_image(data, ANY_IMAGE)).vector
+
+    names = ["astronaut", "chelsea", "coffee", "camera", "rocket"]
+    originals = {name: vector(photo(name)) for name in names}
+    for name in names:
+        rgb = photo(name)
+        h, w = rgb.shape[:2]
+        cropped = vector(rgb[h // 10:h * 9 // 10, w // 10:w * 9 // 10])  # 10% off each side: 64% of the photo
+        assert similar.similarity(cropped, originals[name]) >= similar.THRESHOLD, name
+        assert all(similar.similarity(cropped, v) < similar.THRESHOLD for other, v in originals.items()
+                   if other != name), name
