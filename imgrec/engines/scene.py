@@ -98,7 +98,13 @@ def lighting_tags(rgb: np.ndarray) -> list[Candidate]:
     return tags
 
 
+# A code found but not decoded is seldom a code: OpenCV's QR detector finds finder-like patterns in 12 of
+# the 328 imagenet-dev and coco-dev photos (none holds a code, none decodes). Below the tagging default (60).
+UNDECODED_CODE = 30.0
+
+
 def code_tags(rgb: np.ndarray) -> list[Candidate]:
+    """QR codes and barcodes: 99 where one decodes, UNDECODED_CODE where a detector sees one it cannot read."""
     import cv2
 
     tags = []
@@ -108,7 +114,7 @@ def code_tags(rgb: np.ndarray) -> list[Candidate]:
     except cv2.error:
         text, points = "", None
     if points is not None:
-        tags.append(Candidate("QR code", "二维码", "concept", "concept", 99.0 if text else 60.0,
+        tags.append(Candidate("QR code", "二维码", "concept", "concept", 99.0 if text else UNDECODED_CODE,
                               _box_of(points, rgb.shape, gray.shape)))
     try:
         detector = cv2.barcode.BarcodeDetector()
@@ -117,7 +123,7 @@ def code_tags(rgb: np.ndarray) -> list[Candidate]:
         ok, decoded, corners = False, (), None
     if ok and corners is not None and len(corners):
         found = any(decoded) if decoded is not None else False
-        tags.append(Candidate("Barcode", "条形码", "concept", "concept", 99.0 if found else 60.0,
+        tags.append(Candidate("Barcode", "条形码", "concept", "concept", 99.0 if found else UNDECODED_CODE,
                               _box_of(corners[0], rgb.shape, gray.shape)))
     return tags
 
