@@ -136,8 +136,10 @@ def test_the_onnx_builder_runs_on_lite0_shaped_weights(tmp_path):
     state["_fc.bias"] = np.zeros(1000, np.float32)
     model = build_onnx(state)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    logits, embedding = session.run(None, {"input": rng.normal(size=(1, 3, 224, 224)).astype(np.float32)})
-    assert logits.shape == (1, 1000) and embedding.shape == (1, 1280) and np.isfinite(logits).all()
+    logits, embedding, gem = session.run(["logits", "embedding", "gem"],
+                                         {"input": rng.normal(size=(1, 3, 224, 224)).astype(np.float32)})
+    assert logits.shape == (1, 1000) and embedding.shape == gem.shape == (1, 1280) and np.isfinite(logits).all()
+    assert np.all(gem >= embedding - 1e-5) and np.any(gem > embedding)  # a cubic mean is at least the mean
 
 
 def test_the_label_table_is_complete():

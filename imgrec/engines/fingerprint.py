@@ -15,7 +15,7 @@ from imgrec.schemas import similar
 from imgrec.schemas.common import ImageInfo
 
 from .base import WEIGHTS
-from .classifier import Classification
+from .classifier import Classification, classifier
 from .imaging import work_image
 
 PROJECTION = WEIGHTS / "fingerprint_projection.npz"  # training/make_fingerprint_projection.py
@@ -97,7 +97,5 @@ def of_pixels(rgb: np.ndarray, classification: Classification, data: bytes) -> s
 
 def of_bytes(data: bytes, info: ImageInfo, models_dir: Path | None = None) -> similar.Fingerprint:
     """Decode and classify as the analysis pass does (an image no analysing API saw)."""
-    from .classifier import classifier
-
     rgb, _ = work_image(data, info)
     return of_pixels(rgb, classifier(models_dir).predict(rgb), data)

@@ -24,8 +24,8 @@ CHECKPOINT = "efficientnet-lite0-57934424.pth"
 SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 INPUT = 224
 BN_EPS = 1e-3
-# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage
 GEM_POWER = 3.0
+# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage
 STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
           (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
 

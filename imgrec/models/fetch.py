@@ -31,9 +31,9 @@ SHA256 = {
 # BlazeFace (MediaPipe's back-camera face detector, 256 x 256) finds the faces.
 MODELS = {"centernet": "package/models/centernet", "nanodet": "package/models/nanodet",
           "blazeface": "package/models/blazeface-back"}
+CLASSIFIER_OUTPUTS = ["logits", "embedding", "gem"]  # a classifier converted without `gem` is converted again
 # Graph outputs by name where the model's JSON names none in its signature: BlazeFace's scores and
 # regressors of its 512 (16 x 16 x 2) and 384 (8 x 8 x 6) anchors.
-CLASSIFIER_OUTPUTS = ["logits", "embedding", "gem"]  # a classifier converted without `gem` is converted again
 OUTPUTS = {"blazeface": ["Identity", "Identity_1", "Identity_2", "Identity_3"]}
 # CenterNet's heads (heatmap, box sides): the engine decodes them itself, so the graph takes any input size.
 CENTERNET_HEADS = ["tower_0/keypoints:0", "tower_0/wh:0"]
