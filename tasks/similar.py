@@ -41,7 +41,9 @@ _SCHEMA = pa.schema([pa.field("key", pa.string()), pa.field("digest", pa.string(
 # How deep the graph is searched: at 1M fingerprints, recall@10 against exact search 0.93 at 128, 0.99 at
 # 256 (bench/similar.py).
 EXPANSION = 256
-_COMPACT = 65_536  # keys added before they move into the Arrow array (CatalogIndex.add)
+# Rows a rebuild takes at once: fingerprints converted to floats and searched (find_near_duplicates), keys
+# moved into the Arrow array (CatalogIndex.add). A night's images under this many are one block.
+_BLOCK = 65_536
 
 
 def _new_index():
@@ -144,7 +146,7 @@ class CatalogIndex:
         self.digests.extend(digests)
         self.alive.extend(b"\x01" * len(keys))
         self._added_labels.update(zip(keys, labels.tolist()))
-        if len(self._added_labels) > _COMPACT:  # a rebuild adds the whole catalog: keep it a few bytes a row
+        if len(self._added_labels) > _BLOCK:  # a rebuild adds the whole catalog: keep it a few bytes a row
             self.keys.compact()
             self.digests.compact()
             self._added_labels.clear()
@@ -279,12 +281,15 @@ def find_near_duplicates(job, table_format) -> dict[str, Any]:
         rows = _pending(table_format, index.runs)
         if rows is None:
             return {"fingerprinted": 0, "pairs": 0, "exact": 0, "indexed": len(index), "groups": []}
-        vectors = _vectors(rows["vector"])
-        labels = index.add(rows["key"].to_pylist(), rows["digest"].to_pylist(), vectors)
+        found: dict[tuple[str, str], tuple[float, str]] = {}
+        for start in range(0, rows.num_rows, _BLOCK):  # a rebuild's million vectors are not all floats at once
+            block = rows.slice(start, _BLOCK)
+            vectors = _vectors(block["vector"])
+            labels = index.add(block["key"].to_pylist(), block["digest"].to_pylist(), vectors)
+            found.update(pairs_of(index, labels, vectors, job.similar_threshold))
         index.runs |= set(rows["run_id"].unique().to_pylist())
         known = _known_pairs(table_format)
-        found = {pair: value for pair, value in pairs_of(index, labels, vectors, job.similar_threshold).items()
-                 if pair not in known}
+        found = {pair: value for pair, value in found.items() if pair not in known}
         source = rows["source"][0].as_py()
         new = [{"run_id": job.run_id, "source": source, "key_a": a, "key_b": b, "similarity": sim, "kind": kind}
                for (a, b), (sim, kind) in sorted(found.items())]
@@ -293,7 +298,7 @@ def find_near_duplicates(job, table_format) -> dict[str, Any]:
                                  table_format)
         index.save(output, work)
         exact = sum(1 for row in new if row["kind"] == "exact")
-        return {"fingerprinted": len(labels), "pairs": len(new), "exact": exact, "indexed": len(index),
+        return {"fingerprinted": rows.num_rows, "pairs": len(new), "exact": exact, "indexed": len(index),
                 "groups": groups(list(found))}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -136,8 +136,13 @@ def test_killed_while_the_index_is_written_then_the_rerun_agrees(prefect_api, tm
         "CURRENT.json", "g000001-keys.parquet", "g000001.usearch"]  # the killed run's replaced
 
 
-async def test_an_older_fingerprint_version_is_left_out_and_the_catalog_fingerprinted_again(prefect_api, tmp_path):
+async def test_an_older_fingerprint_version_is_left_out_and_the_catalog_fingerprinted_again(prefect_api, tmp_path,
+                                                                                           monkeypatch):
     import pyarrow as pa
+
+    import imgrec.tasks.similar as similar_task
+
+    monkeypatch.setattr(similar_task, "_BLOCK", 1)  # one image a block: the second block finds the first's twin
 
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir()
