@@ -394,6 +394,9 @@ def recognition_figures(data: Path, limit: int | None) -> list[tuple[str, str, s
          "goal >= 0.70 (" + ", ".join(f"{k} {v:.2f}" for k, v in per_scene.items()) + ")"),
         ("imagenet-dev", "object photos given a scene tag anyway (cross-validated)", f"{stray:.3f}", "lower is better"),
     ]
+    from no_coco import figures as no_coco_figures
+
+    rows += no_coco_figures(engines.run)
     for name, (value, count) in recapture.items():
         rows.append(("recapture", f"{name}, {count} photos, cross-validated", f"{value:.3f}",
                      "goal >= 0.80" if "printed" in name else "goal >= 0.90"))
