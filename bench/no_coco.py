@@ -24,16 +24,6 @@ def _rgb(image) -> np.ndarray:
     return np.ascontiguousarray(a[..., :3])
 
 
-def _png(rgb: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "PNG")
-    return buf.getvalue()
-
-
 def _drawn() -> dict[str, np.ndarray]:
     from PIL import Image, ImageDraw
 
@@ -77,13 +67,15 @@ def pictures() -> dict[str, np.ndarray]:
 
 def figures(run) -> list[tuple[str, str, str, str]]:
     """`run(api, bytes, **params)` answers as the engines do (bench/quality.py's Engines.run)."""
+    from engines import jpeg  # bench/engines.py's encoder
+
     from imgrec.engines.labels import COCO
 
     coco = {en for en, _, _ in COCO}
     tagged = {}
     shown = pictures()
     for name, rgb in shown.items():
-        tags = run("image_tagging", _png(rgb), language="en")["tags"]
+        tags = run("image_tagging", jpeg(rgb, "PNG"), language="en")["tags"]
         found = [f"{t['i18n_tag']['en']} {float(t['confidence']):.0f}" for t in tags if t["i18n_tag"]["en"] in coco]
         if found:
             tagged[name] = found
