@@ -99,6 +99,12 @@ def test_qr_codes_and_documents(registry):
     canvas[50:50 + qr.shape[0], 50:50 + qr.shape[1]] = qr
     tags = tags_en(run(registry, "image_tagging", encode(np.stack([canvas] * 3, -1), "PNG"), threshold=50.0))
     assert tags["QR code"] == 99.0
+    # the finder patterns kept, the data scrambled: a detector sees a code no one can read, under the default
+    data = canvas[50 + 72:50 + qr.shape[0] - 72, 50 + 72:50 + qr.shape[1] - 72]
+    modules = np.random.default_rng(0).integers(0, 2, (data.shape[0] // 8 + 1, data.shape[1] // 8 + 1))
+    data[:] = np.kron(modules.astype(np.uint8) * 255, np.ones((8, 8), np.uint8))[:data.shape[0], :data.shape[1]]
+    unread = tags_en(run(registry, "image_tagging", encode(np.stack([canvas] * 3, -1), "PNG"), threshold=0.0))
+    assert unread["QR code"] < 60
     page = Image.new("RGB", (800, 1000), "white")
     draw = ImageDraw.Draw(page)
     for line in range(30):
