@@ -44,6 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from imgrec.engines.imaging import iou  # noqa: E402
+# bench/no_coco.py encodes with bench/engines.py, whose `common` is bench/common.py: imported while bench/ leads
+# the path (the figures below put training/, which has its own `common`, before it)
+import no_coco  # noqa: E402,F401
+from engines import jpeg  # noqa: E402,F401
 
 SCENE_SYNONYMS = {
     "buildings": {"buildings", "building", "palace", "church", "monastery", "mosque", "castle", "library", "dome",
@@ -96,8 +100,8 @@ class Engines:
 
 
 def coco_figures(engines: Engines, data: Path, limit: int | None) -> dict:
-    """The detector's calibration was fitted on these photos: each photo is scored with a calibration fitted
-    on the other four folds (as training/calibrate_detector.py splits them)."""
+    """The detector's calibration was fitted on these photos (and on drawn pictures): each photo is scored
+    with a calibration fitted on the other four folds (as training/calibrate_detector.py splits them)."""
     from PIL import Image
 
     sys.path.insert(0, str(ROOT / "training"))
@@ -105,7 +109,7 @@ def coco_figures(engines: Engines, data: Path, limit: int | None) -> dict:
 
     from imgrec.engines import detector as detector_module
 
-    raw_scores, in_photo, photo_of, features = training.candidates(data)
+    raw_scores, in_photo, photo_of, features, from_coco = training.candidates(data)  # coco-dev's photos first
     fold_of_photo = np.random.default_rng(0).permutation(photo_of.max() + 1) % 5
     shipped = detector_module._calibration
     names = coco_names(data)
@@ -116,7 +120,7 @@ def coco_figures(engines: Engines, data: Path, limit: int | None) -> dict:
     latencies = []
     for i, path in enumerate(images):
         train = fold_of_photo[photo_of] != fold_of_photo[i]
-        fitted = training.fit(raw_scores[train], in_photo[train], features[train])
+        fitted = training.fit(raw_scores[train], in_photo[train], features[train], from_coco[train])
         detector_module._calibration = lambda fitted=fitted: fitted
         payload = path.read_bytes()
         width, height = Image.open(path).size

@@ -103,7 +103,8 @@ def run(
                                  "call nothing, write nothing"),
     min_confidence: list[str] = typer.Option([], help="API=N: the tables keep that API's tags, boxes and faces "
                                              "at confidence N (0-100) or more, repeatable (default: "
-                                             "image_tagging_v1=60; API=0 keeps everything)"),
+                                             "60 for image_tagging_v1, media_tagging, media_tagging_det; "
+                                             "API=0 keeps everything)"),
     similar: bool = typer.Option(True, help="Fingerprint new and changed images (inline mode) and find their "
                                  "near-duplicates in the whole catalog: the embeddings and near_duplicates "
                                  "tables (--no-similar: neither)"),

@@ -48,9 +48,10 @@ class RunParameters(BaseModel):
     shard_size: int = Field(200, ge=1)  # images per Prefect task
     params: dict[str, dict[str, Any]] = {}  # per-API request parameters: {image_tagging = {threshold = 30}}
     # Per API, what the tables keep: tags, boxes and faces below this confidence (0-100) are not written. The
-    # wire keeps the reference's defaults, and v1 tagging's is threshold 0 (every candidate, ~18 per photo,
-    # most of them wrong): its rows are floored at v2's default threshold, 60. {} keeps all an API answers.
-    min_confidence: dict[str, float] = {"image_tagging_v1": 60.0}
+    # wire keeps the reference's defaults (v1 tagging 0: every candidate, ~18 per photo, most wrong; media
+    # tagging 40, with boxes 20), while a tag's confidence is the probability that it is right: the tagging
+    # APIs' rows are floored at v2's default threshold, 60. {} keeps all an API answers.
+    min_confidence: dict[str, float] = {"image_tagging_v1": 60.0, "media_tagging": 60.0, "media_tagging_det": 60.0}
     task_runner: Literal["threads", "dask"] = "threads"  # dask: shards on a Dask cluster
     dask_address: str | None = None  # an existing scheduler, e.g. tcp://scheduler:8786 (None: a local one)
     prefix: str = ""  # only keys under this prefix (joined to the source's own prefix)

@@ -326,7 +326,8 @@ def test_a_runs_floor_keeps_the_tables_free_of_low_confidence_rows():
     floored = normalize(spec, answer, Context("r", "s", "k", spec.name, 10, 10, min_confidence=60.0))
     assert [(r["tag"], r["rank"]) for r in floored["tags"]] == [("cat", 1), ("sofa", 2)]
     assert len(normalize(spec, answer, Context("r", "s", "k", spec.name, 10, 10))["tags"]) == 3
-    assert RunParameters().min_confidence == {"image_tagging_v1": 60.0}  # the documented default
+    # the documented default: every tagging API's rows at v2's default threshold
+    assert RunParameters().min_confidence == {"image_tagging_v1": 60.0, "media_tagging": 60.0, "media_tagging_det": 60.0}
     with pytest.raises(ValueError, match="0-100"):
         RunParameters(min_confidence={"image_tagging": 101})
 

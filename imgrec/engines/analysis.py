@@ -22,7 +22,7 @@ from imgrec.schemas.similar import Fingerprint
 from .classifier import MODEL_FILE as CLASSIFIER_FILE
 from .classifier import Classification, classifier
 from .detector import MODEL_FILE as DETECTOR_FILE
-from .detector import Detection, calibrated, detector, presence
+from .detector import Detection, Evidence, calibrated, detector, presence
 from . import fingerprint
 from .imaging import work_image
 from .faces import MODEL_FILE as FACES_FILE
@@ -53,9 +53,11 @@ def analysis_problem(settings) -> str | None:
     return None
 
 
-def object_candidates(detections: list[Detection], scale: float, width: float, height: float) -> list[Candidate]:
+def object_candidates(detections: list[Detection], scale: float, width: float, height: float,
+                      evidence: Evidence) -> list[Candidate]:
     """One candidate per detected class: its confidence the probability that the class is in the photo
-    (detector.presence), each box with its own calibrated confidence. `width`/`height`: the detector's image."""
+    (detector.presence, with the classifier's `evidence`), each box with its own calibrated confidence.
+    `width`/`height`: the detector's image."""
     by_class: dict[int, list[Detection]] = defaultdict(list)
     for d in detections:
         by_class[d.class_id].append(d)
@@ -64,7 +66,7 @@ def object_candidates(detections: list[Detection], scale: float, width: float, h
         en, zh, category = items[0].label
         boxes = [(d.x1 * scale, d.y1 * scale, d.width * scale, d.height * scale, round(calibrated(d.score) * 100, 2))
                  for d in items]
-        confidence = round(presence(items, detections, width, height) * 100, 2)
+        confidence = round(presence(items, detections, width, height, evidence) * 100, 2)
         out.append(Candidate(en, zh, category, "object", confidence, boxes))
     return out
 
@@ -154,16 +156,16 @@ class Analyser:
 
     def analyse(self, data: bytes, info: ImageInfo, tenant: str = "", with_scene: bool = True) -> Analysis:
         """`info`: the header, already checked against the calling API's limits. `with_scene=False` skips
-        the pixel tags (main-object detection reads only objects and faces); such a caller may get a full
-        analysis when one is at hand."""
+        the classifier's tags and the pixel tags (main-object detection reads only objects and faces; their
+        confidences are the same either way); such a caller may get a full analysis when one is at hand."""
         full = self._key(tenant, data, "analysis")
         keys = [full] if with_scene else [full, self._key(tenant, data, "objects")]
 
         def compute() -> Analysis:
             pixels = self.pixels(data, info, tenant)
-            predicted = self.classified(data, info, tenant) if with_scene else None
+            predicted = self.classified(data, info, tenant)
             faces = self.faces(data, info, tenant)
-            result = analyse(data, pixels, faces, predicted, self.plugins, self.models_dir)
+            result = analyse(data, pixels, faces, predicted, self.plugins, self.models_dir, with_scene)
             self.passes += 1
             return result
 
@@ -208,27 +210,28 @@ def _read_only(pixels: tuple[np.ndarray, float]) -> tuple[np.ndarray, float]:
     return pixels
 
 
-def analyse(data: bytes, pixels: tuple[np.ndarray, float], faces: list[Face],
-            predicted: Classification | None, plugins: tuple = (),
-            models_dir: Path | None = None) -> Analysis:
+def analyse(data: bytes, pixels: tuple[np.ndarray, float], faces: list[Face], predicted: Classification,
+            plugins: tuple = (), models_dir: Path | None = None, with_scene: bool = True) -> Analysis:
     """One image's analysis from its pieces: `pixels` (its work image and scale), `faces` (in the work image's
-    pixels) and `predicted` (its classification; None: objects and faces only, no scene or pixel tags)."""
+    pixels) and `predicted` (its classification: evidence for the detector's classes, and with `with_scene`
+    the classifier's own tags, the pixel tags and the fingerprint; without, objects and faces only)."""
     rgb, scale = pixels
     detections = detector(models_dir).detect(rgb)
     faces = [Face(round(f.x * scale), round(f.y * scale), round(f.w * scale), round(f.h * scale), f.score)
              for f in faces if _of_a_person(f, detections)]  # in the original image's pixels, like every box
-    candidates = object_candidates(detections, scale, rgb.shape[1], rgb.shape[0])
+    model = classifier(models_dir)
+    candidates = object_candidates(detections, scale, rgb.shape[1], rgb.shape[0], model.evidence(predicted))
     height, width = rgb.shape[0] * scale, rgb.shape[1] * scale
-    candidates += [c for c in face_tags(faces, (height, width)) if predicted is not None or c.boxes]
+    candidates += [c for c in face_tags(faces, (height, width)) if with_scene or c.boxes]
     for plugin in plugins:  # bring-your-own ONNX models (plugins.py)
         candidates += [_rescale(c, scale) for c in plugin.candidates(rgb)]
-    if predicted is not None:
-        classified, contradicted = classifier(models_dir).tags(predicted.probs, predicted.embedding)
-        candidates = merge(weaken(candidates, contradicted), classified)
-        candidates += lighting_tags(rgb) + colour_tags(rgb) + document_tags(rgb)
-        candidates += [_rescale(c, scale) for c in code_tags(rgb)]
-        return Analysis(round(width), round(height), candidates, fingerprint.of_pixels(rgb, predicted, data))
-    return Analysis(round(width), round(height), candidates)
+    if not with_scene:
+        return Analysis(round(width), round(height), candidates)
+    classified, contradicted = model.tags(predicted.probs, predicted.embedding)
+    candidates = merge(weaken(candidates, contradicted), classified)
+    candidates += lighting_tags(rgb) + colour_tags(rgb) + document_tags(rgb)
+    candidates += [_rescale(c, scale) for c in code_tags(rgb)]
+    return Analysis(round(width), round(height), candidates, fingerprint.of_pixels(rgb, predicted, data))
 
 
 # A face is tagged where the detector sees a person around it (its centre inside a person box at least this

@@ -8,6 +8,9 @@ Tags it gives, each with a confidence that is a probability in percent:
 - a scene ("sea", "mountain", "forest", "street", "buildings", "glacier") from a small softmax head on the
   classifier's 1280-d embedding, trained by training/train_scene_head.py; its "other" class (photos of
   objects) keeps scene tags off close-ups.
+Evidence for the detector's tags (detector.Evidence): the belief it puts on each COCO word's ImageNet
+classes, and the photograph head's logit (training/train_photo_head.py): is this a photograph of the everyday
+world, or a texture, chart, scan, star field or graphic, where COCO's things are not to be found.
 The model is converted at set-up (python -m imgrec.models.fetch) into the models folder.
 """
 from __future__ import annotations
@@ -20,11 +23,13 @@ from typing import NamedTuple
 import numpy as np
 
 from .base import WEIGHTS, converted_model, onnx_session
+from .detector import Evidence
 from .labels import CATEGORIES, coco_by_name, imagenet_classes
 from .scene import Candidate
 
 MODEL_FILE = "efficientnet_lite0.onnx"
 SCENE_HEAD = WEIGHTS / "scene_head.npz"
+PHOTO_HEAD = WEIGHTS / "photo_head.npz"
 MIN_PROBABILITY = 0.01  # tags below 1% are noise at any threshold a caller may ask for
 TOP_CLASSES = 10
 # The classifier contradicts a detector's animal class when it puts more than this share of its belief on
@@ -52,6 +57,8 @@ class Classifier:
             head = np.load(scene_head)
             self.scene = (head["weight"], head["bias"], head["mean"], head["scale"], list(head["en"]),
                           list(head["zh"]))
+        with np.load(PHOTO_HEAD) as head:
+            self.photo = (head["weight"], float(head["bias"]), head["mean"], head["scale"])
 
     def predict(self, rgb: np.ndarray) -> Classification:
         from imgrec.models.efficientnet import preprocess
@@ -69,6 +76,22 @@ class Classifier:
         p = np.exp(z - z.max())
         p /= p.sum()
         return {e: (c, float(q)) for e, c, q in zip(en, zh, p)}
+
+    def evidence(self, predicted: Classification) -> Evidence:
+        """What the classification says for or against the detector's classes (detector.presence)."""
+        weight, bias, mean, scale = self.photo
+        words, index = self._coco_words
+        covered = index >= 0
+        sums = np.bincount(index[covered], weights=predicted.probs[covered], minlength=len(words))
+        return Evidence(float(bias + ((predicted.embedding - mean) / scale) @ weight), dict(zip(words, sums.tolist())))
+
+    @functools.cached_property
+    def _coco_words(self) -> tuple[list[str], np.ndarray]:
+        """The COCO words ImageNet covers, and each class's index among them (-1: none)."""
+        coco, _ = self._coco_index
+        words = sorted(set(coco) - {""})
+        position = {w: i for i, w in enumerate(words)}
+        return words, np.array([position.get(w, -1) for w in coco])
 
     def contradicted(self, probs: np.ndarray) -> dict[str, float]:
         """COCO animal words the photo's class probabilities speak against -> the share of belief left for

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -261,22 +262,42 @@ def calibrated(score: float) -> float:
     return float(np.interp(score, raw, probability, left=probability[0], right=probability[-1])) + 1e-4 * score
 
 
-def presence_features(group: list[Detection], detections: list[Detection], width: float, height: float) -> np.ndarray:
+class Evidence(NamedTuple):
+    """What the classifier's pass over the same photo says about the detector's classes
+    (classifier.Classifier.evidence)."""
+    photograph: float  # the photograph head's logit: below 0, a texture, chart, scan, star field or graphic
+    mass: dict[str, float]  # the belief on each COCO word's ImageNet classes (only the words ImageNet covers)
+
+
+# The photograph logit counts only below this: among photographs how photographic one looks says nothing
+# of its objects (a hinge; fitted linearly it cut true tags on COCO photos), while a picture that is no
+# photograph holds none of COCO's things.
+PHOTOGRAPH_HINGE = 0.0
+
+
+def presence_features(group: list[Detection], detections: list[Detection], width: float, height: float,
+                      evidence: Evidence) -> np.ndarray:
     """What says a class is in the photo, beyond its best box's score: the runner-up box, how many boxes, the
-    largest box's share of the photo, the photo's best score of any class, how many classes were found."""
+    largest box's share of the photo, the photo's best score of any class, how many classes were found; and
+    the classifier's word on it: how far the picture is from a photograph, and its belief in the class's
+    ImageNet classes (where ImageNet has any: "person" and "kite" have none)."""
     scores = sorted((d.score for d in group), reverse=True)
     best = min(max(scores[0], 1e-3), 1 - 1e-3)
     area = max(d.width * d.height for d in group) / max(width * height, 1.0)
+    mass = evidence.mass.get(COCO[group[0].class_id][0])
     return np.array([np.log(best / (1 - best)), scores[1] if len(scores) > 1 else 0.0, np.log(len(scores)),
                      np.log(area + 1e-4), max(d.score for d in detections),
-                     np.log(len({d.class_id for d in detections}))])
+                     np.log(len({d.class_id for d in detections})),
+                     min(max(evidence.photograph, -8.0), PHOTOGRAPH_HINGE),
+                     np.log(mass + 1e-3) if mass is not None else 0.0, float(mass is not None)])
 
 
-def presence(group: list[Detection], detections: list[Detection], width: float, height: float) -> float:
+def presence(group: list[Detection], detections: list[Detection], width: float, height: float,
+             evidence: Evidence) -> float:
     """The probability that `group`'s class (its boxes among `detections`) is in the photo: a logistic model
-    of presence_features (training/calibrate_detector.py, fitted on COCO photos). The tag's confidence; each
-    box keeps calibrated(score)."""
-    return float(presence_probability(_calibration(), presence_features(group, detections, width, height)))
+    of presence_features (training/calibrate_detector.py, fitted on COCO photos and on drawn pictures that
+    hold none of COCO's things). The tag's confidence; each box keeps calibrated(score)."""
+    return float(presence_probability(_calibration(), presence_features(group, detections, width, height, evidence)))
 
 
 def presence_probability(model: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
