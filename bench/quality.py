@@ -171,13 +171,22 @@ def coco_figures(engines: Engines, data: Path, limit: int | None) -> dict:
 
 def imagenet_figure(engines: Engines, data: Path, limit: int | None) -> tuple[float, float, int]:
     """(the class among the v2 tags at threshold 30, the first v2 tag at the default threshold naming the
-    class, its parent or its COCO word, photos)."""
+    class, its parent or its COCO word, photos). The classifier's temperature is fitted on these photos
+    (training/fit_classifier_temperature.py), so each photo is judged with one fitted without its fold."""
+    sys.path.insert(0, str(ROOT / "training"))
+    import fit_classifier_temperature as temperature
+
+    from imgrec.engines.classifier import classifier
     from imgrec.engines.labels import imagenet_classes
 
     by_wnid = {c.wnid: c for c in imagenet_classes()}
-    files = sorted((data / "imagenet-dev").glob("*.JPEG"))[:limit]
+    files = temperature.imagenet_photos(data)[:limit]
+    logp, truth = temperature.log_probabilities(files)
+    split = temperature.folds(len(files))
+    model, shipped = classifier(), classifier().temperature
     hits = firsts = 0
-    for path in files:
+    for path, fold in zip(files, split):
+        model.temperature = temperature.fit_temperature(logp[split != fold], truth[split != fold])
         wnid, _, lemma = path.stem.partition("_")
         known = by_wnid[wnid]
         wanted = {known.en.lower(), lemma.replace("_", " ").lower()}
@@ -185,6 +194,7 @@ def imagenet_figure(engines: Engines, data: Path, limit: int | None) -> tuple[fl
         hits += bool({t["i18n_tag"]["en"].lower() for t in answer} & wanted)
         first = [t["i18n_tag"]["en"].lower() for t in answer if float(t["confidence"]) >= 60]
         firsts += bool(first) and first[0] in wanted | {w.lower() for w in (known.parent_en, known.coco) if w}
+    model.temperature = shipped
     return hits / max(len(files), 1), firsts / max(len(files), 1), len(files)
 
 

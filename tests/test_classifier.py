@@ -328,3 +328,27 @@ def test_pictures_that_are_no_photographs_get_no_coco_object():
         assert not [t["tag"] for t in tags if t["tag"] in coco], name
     for name in ("astronaut", "chelsea", "coffee"):
         assert model.evidence(model.predict(photo(name))).photograph > 0, name
+
+
+def test_class_tags_are_tempered_probabilities_and_the_subject_holds_its_parent():
+    """A top class at a raw 45% (right three times in four at that level) is tagged above it, the order kept;
+    the likeliest breed's parent ("dog") is the photo's subject beside it and ranks first when stronger."""
+    from imgrec.engines.analysis import ranked
+    from imgrec.engines.classifier import TEMPERATURE, classifier, tempered
+
+    model = classifier()
+    names = [c.en for c in model.classes]
+    breeds = [i for i, c in enumerate(model.classes) if c.parent_en == "dog"][:3]
+    probs = np.full(1000, 0.25 / 997)
+    probs[breeds] = [0.45, 0.2, 0.1]
+    assert TEMPERATURE < 1
+    sharper = tempered(probs, TEMPERATURE)
+    assert np.isclose(sharper.sum(), 1) and (np.argsort(-sharper)[:3] == breeds).all()
+    assert sharper[breeds[0]] > 0.45 and np.array_equal(tempered(probs, 1.0), probs)
+    tags, _ = model.tags(probs, np.zeros(1280, np.float32))
+    by_name = {t.en: t for t in tags}
+    top = by_name[names[breeds[0]]]
+    assert top.confidence > 45 and by_name["dog"].confidence > top.confidence
+    assert top.subject and by_name["dog"].subject
+    assert not by_name[names[breeds[1]]].subject
+    assert [t.en for t in ranked(tags, 30, 2)] == ["dog", top.en]
