@@ -280,9 +280,9 @@ def _rescale(c: Candidate, scale: float) -> Candidate:
 
 def ranked(candidates: list[Candidate], threshold: float, limit: int, language: str = "en") -> list[Candidate]:
     """The answer's tags: at or above `threshold`, the photo's subject (the classifier's likeliest class, its
-    parent and its COCO word: "dog" 100 before "Bernese mountain dog" 79) first, then recognised things by confidence, then the pixel measures (colours, darkness...) by theirs; one
-    tag per name in the answer's language (two classes with one name, such as two kinds of 球, give the
-    stronger one), at most `limit`."""
+    parent and its COCO word: "dog" 100 before "Bernese mountain dog" 79) first, then recognised things by
+    confidence, then the pixel measures (colours, darkness...) by theirs; one tag per name in the answer's
+    language (two classes with one name, such as two kinds of 球, give the stronger one), at most `limit`."""
     kept = [c for c in candidates if c.confidence >= threshold]
     subjects = {label(c, language) for c in kept if c.subject}
     kept.sort(key=lambda c: (c.pixel, label(c, language) not in subjects, -c.confidence))
