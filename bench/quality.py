@@ -181,12 +181,13 @@ def imagenet_figure(engines: Engines, data: Path, limit: int | None) -> tuple[fl
 
     by_wnid = {c.wnid: c for c in imagenet_classes()}
     files = temperature.imagenet_photos(data)[:limit]
-    logp, truth = temperature.log_probabilities(files)
+    probs, truth = temperature.probabilities(files)
     split = temperature.folds(len(files))
-    model, shipped = classifier(), classifier().temperature
+    model = classifier()
+    shipped = model.temperature
     hits = firsts = 0
     for path, fold in zip(files, split):
-        model.temperature = temperature.fit_temperature(logp[split != fold], truth[split != fold])
+        model.temperature = temperature.fit_temperature(probs[split != fold], truth[split != fold])
         wnid, _, lemma = path.stem.partition("_")
         known = by_wnid[wnid]
         wanted = {known.en.lower(), lemma.replace("_", " ").lower()}

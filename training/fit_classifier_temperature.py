@@ -26,8 +26,8 @@ def imagenet_photos(data: Path) -> list[Path]:
     return sorted((data / "imagenet-dev").glob("*.JPEG"))
 
 
-def log_probabilities(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """(photos x 1000 log softmax of the raw classifier, the true class of each: its file name's WNID)."""
+def probabilities(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(photos x 1000 raw softmax of the classifier, the true class of each: its file name's WNID)."""
     from PIL import Image
 
     from imgrec.engines.classifier import classifier
@@ -35,24 +35,19 @@ def log_probabilities(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
 
     index = {c.wnid: i for i, c in enumerate(imagenet_classes())}
     model = classifier()
-    logp = [np.log(np.maximum(model.predict(np.asarray(Image.open(p).convert("RGB"))).probs, 1e-30)) for p in paths]
-    return np.array(logp, np.float64), np.array([index[p.stem.split("_")[0]] for p in paths])
+    probs = [model.predict(np.asarray(Image.open(p).convert("RGB"))).probs for p in paths]
+    return np.array(probs, np.float64), np.array([index[p.stem.split("_")[0]] for p in paths])
 
 
-def softmax(logp: np.ndarray, temperature: float) -> np.ndarray:
-    z = logp / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+def log_loss(probs: np.ndarray, truth: np.ndarray, temperature: float) -> float:
+    from imgrec.engines.classifier import tempered
 
-
-def log_loss(logp: np.ndarray, truth: np.ndarray, temperature: float) -> float:
-    p = softmax(logp, temperature)[np.arange(len(truth)), truth]
+    p = tempered(probs, temperature)[np.arange(len(truth)), truth]
     return float(-np.log(np.maximum(p, 1e-30)).mean())
 
 
-def fit_temperature(logp: np.ndarray, truth: np.ndarray) -> float:
-    return float(GRID[int(np.argmin([log_loss(logp, truth, t) for t in GRID]))])
+def fit_temperature(probs: np.ndarray, truth: np.ndarray) -> float:
+    return float(GRID[int(np.argmin([log_loss(probs, truth, t) for t in GRID]))])
 
 
 def folds(n: int) -> np.ndarray:
@@ -72,20 +67,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "eval")
     args = parser.parse_args()
-    logp, truth = log_probabilities(imagenet_photos(args.data))
+    from imgrec.engines.classifier import tempered
+
+    probs, truth = probabilities(imagenet_photos(args.data))
     split = folds(len(truth))
-    held = np.zeros_like(logp)
+    held = np.zeros_like(probs)
     for k in range(FOLDS):
-        t = fit_temperature(logp[split != k], truth[split != k])
-        held[split == k] = softmax(logp[split == k], t)
-        print(f"fold {k}: temperature {t:.2f}, held-out log loss {log_loss(logp[split == k], truth[split == k], t):.3f}"
-              f" (raw {log_loss(logp[split == k], truth[split == k], 1.0):.3f})")
-    raw = softmax(logp, 1.0)
-    print(f"{len(truth)} photos, top-1 {np.mean(raw.argmax(1) == truth):.3f}; mean top-1 probability raw "
-          f"{raw.max(1).mean():.3f}, held-out tempered {held.max(1).mean():.3f}")
-    print(f"expected calibration error of the top-1: raw {calibration_error(raw, truth):.3f}, "
+        train, test = split != k, split == k
+        t = fit_temperature(probs[train], truth[train])
+        held[test] = tempered(probs[test], t)
+        print(f"fold {k}: temperature {t:.2f}, held-out log loss {log_loss(probs[test], truth[test], t):.3f}"
+              f" (raw {log_loss(probs[test], truth[test], 1.0):.3f})")
+    print(f"{len(truth)} photos, top-1 {np.mean(probs.argmax(1) == truth):.3f}; mean top-1 probability raw "
+          f"{probs.max(1).mean():.3f}, held-out tempered {held.max(1).mean():.3f}")
+    print(f"expected calibration error of the top-1: raw {calibration_error(probs, truth):.3f}, "
           f"held-out tempered {calibration_error(held, truth):.3f}")
-    print(f"TEMPERATURE = {fit_temperature(logp, truth):.2f}  (imgrec/engines/classifier.py)")
+    print(f"TEMPERATURE = {fit_temperature(probs, truth):.2f}  (imgrec/engines/classifier.py)")
 
 
 if __name__ == "__main__":

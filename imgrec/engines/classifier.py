@@ -157,19 +157,19 @@ class Classifier:
             if en != "other":
                 add(en, zh, "scene", "scene", p)
         top = self.classes[likeliest[0]]
-        for name in {top.en, top.parent_en, top.coco and coco_words[top.coco][0]} - {"", None}:
+        for name in {top.en, top.parent_en, top.coco and coco_words[top.coco][0]} - {""}:
             if name in out:  # the likeliest class and what it is a kind of: the photo's subject
                 out[name].subject = True
         return list(out.values()), contradicted
 
 
 def tempered(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """The softmax of log(probs) / temperature: the same order, sharper below 1."""
+    """The softmax of log(probs) / temperature over the last axis: the same order, sharper below 1."""
     if temperature == 1.0:
         return probs
     z = np.log(np.maximum(probs, 1e-30)) / temperature
-    p = np.exp(z - z.max())
-    return p / p.sum()
+    p = np.exp(z - z.max(axis=-1, keepdims=True))
+    return p / p.sum(axis=-1, keepdims=True)
 
 
 def classifier(models_dir: Path | None = None) -> Classifier:
