@@ -14,7 +14,9 @@ unless a figure says otherwise), on the development splits of `../shared/eval/` 
 - recapture: the share of genuine photos (imagenet-dev, coco-dev, NUAA live faces) answered "true", and of
   screen photos and printed faces answered something else, at the default threshold 0.95. The scene and
   recapture heads are trained on these very photos, so those figures are cross-validated: each photo is
-  judged by a head fitted without it (and without its NUAA subject).
+  judged by a head fitted without it (and without its NUAA subject). Screens showing natural photos and
+  genuine phone photos (recapture-dev/screen-natural, genuine-phone) are judged by the shipped head, which
+  never saw them, per source.
 - one-core latency of image tagging v2 per photo (median over the COCO photos).
 Image restoration (`--only restoration`), each next to the published figures on the same protocol:
 - sr/set5, sr/set14 (the benchmarks' own MATLAB-made low-resolution files): super-resolution x3 and x4, ESPCN
@@ -264,7 +266,18 @@ def recapture_figures(engines: Engines, data: Path, limit: int | None) -> dict[s
     names = {"imagenet-dev": "genuine: imagenet-dev 'true'", "coco-dev": "genuine: coco-dev 'true'",
              "live-face": "genuine: live faces 'true'", "screen": "screens not 'true'",
              "print-face": "printed faces not 'true'"}
-    return {names[k]: (float(np.mean(v)), len(v)) for k, v in right.items()}
+    figures = {names[k]: (float(np.mean(v)), len(v)) for k, v in right.items()}
+    # Photos the shipped head never saw (training/train_recapture_head.py does not read them): screens showing
+    # natural photos and genuine phone photos, per source (natural-sources.csv; the file name's prefix)
+    for folder, label, recaptured in (("screen-natural", "natural-photo screens not 'true'", True),
+                                      ("genuine-phone", "genuine phone photos 'true'", False)):
+        by_source: dict[str, list[bool]] = defaultdict(list)
+        for path in sorted((data / "recapture-dev" / folder).glob("*.*"))[:limit]:
+            suggestion = engines.run("recapture_detect", path.read_bytes())["suggestion"]
+            by_source[path.name.split("__")[0]].append((suggestion != "true") == recaptured)
+        for source, right_ones in sorted(by_source.items()):
+            figures[f"{label}, {source} (never trained on)"] = (float(np.mean(right_ones)), len(right_ones))
+    return figures
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -413,8 +426,9 @@ def recognition_figures(data: Path, limit: int | None) -> list[tuple[str, str, s
 
     rows += no_coco_figures(engines.run)
     for name, (value, count) in recapture.items():
-        rows.append(("recapture", f"{name}, {count} photos, cross-validated", f"{value:.3f}",
-                     "goal >= 0.80" if "printed" in name else "goal >= 0.90"))
+        how = "" if "never trained" in name else ", cross-validated"
+        rows.append(("recapture", f"{name}, {count} photos{how}", f"{value:.3f}",
+                     "goal >= 0.90" if "natural-photo" in name else "goal >= 0.95"))
     rows.append(("latency", "image tagging v2 per photo, one core (median, COCO photos)",
                  f"{statistics.median(coco['latency_ms']):.0f} ms", ""))
     return rows

@@ -6,6 +6,7 @@ import struct
 import sys
 import types
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -352,3 +353,27 @@ def test_class_tags_are_tempered_probabilities_and_the_subject_holds_its_parent(
     assert top.subject and by_name["dog"].subject
     assert not by_name[names[breeds[1]]].subject
     assert [t.en for t in ranked(tags, 30, 2)] == ["dog", top.en]
+
+
+def test_made_recaptures_carry_the_periodic_artefacts_of_screens_and_prints():
+    """training/recaptures.py: a screen's subpixel grid and moire, a print's halftone screen leave sharper
+    spectral peaks (recapture_features.py's log max/median of the high-passed luminance and chroma) than the
+    genuine copy of the same photo, on average over random parameters."""
+    import io
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    import recaptures
+
+    from imgrec.engines.recapture_features import features
+    from tests.helpers import photo
+
+    peaks = {kind: [] for kind in recaptures.KINDS}
+    for name in ("astronaut", "chelsea", "coffee"):
+        for seed in range(2):
+            for kind in recaptures.KINDS:
+                data = recaptures.make(photo(name), kind, np.random.default_rng(seed))
+                made = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+                peaks[kind].append(float(features(made)[0:36:2].max()))
+    assert np.mean(peaks["screen"]) > np.mean(peaks["genuine"]) + 0.5
+    assert np.mean(peaks["print"]) > np.mean(peaks["genuine"]) + 0.5
