@@ -137,6 +137,15 @@ def check_run_options(job: Job) -> None:
                          "create it first")
 
 
+def answered_by(run: RunParameters, settings: Settings) -> str:
+    """Who answers this run's calls: the in-process engines' build, or the service at its address."""
+    if run.backend == "local":
+        from .engines.base import build_digest
+
+        return f"local:{build_digest(str(settings.models_dir))}"
+    return f"http:{run.endpoint or settings.client.endpoint or 'huawei-cloud'}"
+
+
 def resolve_run(flow: str, run: RunParameters) -> tuple[Job, Settings]:
     """A run's parameters over the settings file's [pipeline], checked (settings, source, APIs) before
     anything is listed; the CLI calls it too, before Prefect starts, so mistakes surface in a second."""
@@ -144,7 +153,8 @@ def resolve_run(flow: str, run: RunParameters) -> tuple[Job, Settings]:
     merged = run.over(settings.pipeline)
     config = str(settings.config_file) if settings.config_file else None
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
-    job = Job.create(flow, run_id, merged, enabled_apis(merged.backend, settings), config)
+    job = Job.create(flow, run_id, merged, enabled_apis(merged.backend, settings), config,
+                     answered_by(merged, settings))
     if job.mode == "url" and not is_bucket(job.source):
         raise ValueError("--mode url sends presigned URLs of bucket objects: give an s3:// or obs:// source")
     if not is_bucket(job.source) and not Path(job.source).is_dir():

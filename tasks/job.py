@@ -24,10 +24,11 @@ class Job(RunParameters):
     run_id: str
     flow: str
     started_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    answered_by: str = ""  # the in-process engines' build digest, or the HTTP service's address
 
     @classmethod
     def create(cls, flow: str, run_id: str, parameters: RunParameters, available_apis: list[str],
-               config: str | None) -> "Job":
+               config: str | None, answered_by: str = "") -> "Job":
         """`parameters` already merged over the settings' defaults; `available_apis` the backend's enabled
         image APIs, the default set when none are named."""
         if not parameters.source:
@@ -41,7 +42,7 @@ class Job(RunParameters):
             raise ValueError("Iceberg tables in a bucket need a catalog every worker reaches: set iceberg_catalog "
                              "(postgresql+psycopg2://..., a REST catalog's URL, or a shared sqlite:/// path)")
         data.update(apis=apis, out=out, config=config)
-        return cls(run_id=run_id, flow=flow, **data)
+        return cls(run_id=run_id, flow=flow, answered_by=answered_by, **data)
 
     @property
     def output(self) -> Output:
@@ -86,6 +87,11 @@ class Job(RunParameters):
             return hashlib.sha256(f"{api}:{similar.MODEL}:{similar.VERSION}".encode()).hexdigest()[:16]
         text = json.dumps(self.resolved_params(api), sort_keys=True)
         return hashlib.sha256(f"{api}:{text}".encode()).hexdigest()[:16]
+
+    def answer_hash(self, api: str) -> str:
+        """The key of an answer kept for reuse by byte-identical twins: the API's parameters and who answered
+        (after an engine upgrade, an old build's answers are not handed out as the new one's)."""
+        return hashlib.sha256(f"{self.params_hash(api)}:{self.answered_by}".encode()).hexdigest()[:16]
 
     def public_parameters(self) -> dict[str, Any]:
         """For the runs table and reports: every parameter as JSON values, a catalog URL's password masked."""

@@ -32,7 +32,7 @@ def of(job) -> RunContext:
     with _lock:
         context = _runs.get(job.run_id)
         if context is None:
-            hashes = {api: job.params_hash(api) for api in job.apis if reusable(api)}
+            hashes = {api: job.answer_hash(api) for api in job.apis if reusable(api)}
             answers = AnswerBook(job.output, job.run_id, hashes, job.work_dir) if job.reuse and hashes else None
             context = _runs[job.run_id] = RunContext(job.run_id, CircuitBreaker(url_mode=job.mode == "url"),
                                                      answers=answers)

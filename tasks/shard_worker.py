@@ -335,7 +335,7 @@ class ShardWorker:
             outcome, result = await self.call_and_record(obj, api, read)
             if outcome == "ok":
                 made = Answer(result.response, obj["key"], self.job.run_id)
-                self.kept.append(answer_row(api, self.hashes[api], digest, obj["key"], self.job.run_id,
+                self.kept.append(answer_row(api, self.answers.hashes[api], digest, obj["key"], self.job.run_id,
                                             result.response))
             return outcome
         finally:  # also when cancelled: twins waiting for this answer call for themselves

@@ -105,6 +105,30 @@ def test_job_takes_the_backends_apis_when_none_are_named(tmp_path):
     assert Job.model_validate(job.model_dump()) == job  # what Prefect and Dask ship between processes
 
 
+def test_reused_answers_are_keyed_by_who_answered(tmp_path):
+    """A byte-identical twin is handed a kept answer only from the same engines build or service: a changed
+    model (its pinned digest), weight or engine file gives another key, the parameters' hash stays."""
+    from imgrec.engines.base import build_digest
+    from imgrec.run_backend import answered_by
+    from imgrec.settings import Settings
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "centernet.onnx.sha256").write_text("aaaa\n")
+    before = build_digest(str(models))
+    (models / "centernet.onnx.sha256").write_text("bbbb\n")
+    build_digest.cache_clear()
+    assert build_digest(str(models)) != before
+    run = RunParameters(source=str(tmp_path), out=str(tmp_path / "out"))
+    old, new = (Job.create("f", "r1", run, ["image_tagging"], None, answered_by=who) for who in ("local:1", "local:2"))
+    assert old.params_hash("image_tagging") == new.params_hash("image_tagging")  # the ledger's: no re-run
+    assert old.answer_hash("image_tagging") != new.answer_hash("image_tagging")
+    settings = Settings()
+    assert answered_by(run, settings).startswith("local:")
+    remote = RunParameters(source=str(tmp_path), backend="http", endpoint="http://127.0.0.1:8080")
+    assert answered_by(remote, settings) == "http:http://127.0.0.1:8080"
+
+
 # ------------------------------------------------------------------------------------------- requests
 def test_requests_resolve_without_a_body():
     spec = schemas.spec("recapture_detect")

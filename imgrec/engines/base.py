@@ -2,6 +2,7 @@
 returning the endpoint's response model (or an `ImageOutput`)."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -49,6 +50,19 @@ class Engine(Protocol):
 
 
 WEIGHTS = Path(__file__).parent / "weights"  # the networks and heads this project trained (README: provenance)
+
+
+@lru_cache(maxsize=4)
+def build_digest(models_dir: str) -> str:
+    """What answers in-process, as one digest: the engines' code, the weights this project trained and the
+    pinned digests of the converted models. An answer kept for reuse is reused only by the same build."""
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted([*root.rglob("*.py"), *WEIGHTS.glob("*.*")]):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    for path in sorted(Path(models_dir).glob("*.sha256")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 _sessions_lock = threading.Lock()
 
 
