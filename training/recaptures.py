@@ -32,12 +32,6 @@ from PIL import Image
 KINDS = ("genuine", "screen", "print")
 
 
-def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=int(quality))
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-
-
 def encoded(rgb: np.ndarray, rng) -> bytes:
     """The bytes a camera or a site would store: JPEG mostly, PNG sometimes."""
     buf = io.BytesIO()
